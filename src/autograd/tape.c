@@ -1,0 +1,192 @@
+#include "autograd/tape.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local bool recording_disabled;
+
+bool gl_grad_enabled(void) { return !recording_disabled; }
+
+bool gl_grad_set_enabled(bool on)
+{
+    bool was = !recording_disabled;
+    recording_disabled = !on;
+    return was;
+}
+
+bool gl_autograd_needed(int n, gl_tensor *const *inputs)
+{
+    if (recording_disabled) return false;
+    for (int k = 0; k < n; k++)
+        if (inputs[k] && inputs[k]->requires_grad) return true;
+    return false;
+}
+
+static void node_destroy(gl_node *node)
+{
+    for (int k = 0; k < node->n_inputs; k++) gl_tensor_release(node->inputs[k]);
+    for (int k = 0; k < GL_NODE_MAX_SAVED; k++) gl_tensor_release(node->saved[k]);
+    gl_tensor_release(node->gout);
+    free(node->extra);
+    free(node);
+}
+
+gl_status gl_autograd_record(gl_node **node, gl_tensor *out, const char *op, gl_backward_fn backward,
+                             int n, gl_tensor *const *inputs)
+{
+    *node = NULL;
+    if (!gl_autograd_needed(n, inputs)) return GL_OK;
+    gl_node *nd = calloc(1, sizeof *nd);
+    if (!nd) return gl_error(GL_ENOMEM, "%s: out of memory recording the graph", op);
+    nd->header.destroy = node_destroy;
+    nd->op = op;
+    nd->backward = backward;
+    nd->n_inputs = n;
+    for (int k = 0; k < n; k++) {
+        nd->inputs[k] = inputs[k];
+        if (inputs[k]) gl_tensor_retain(inputs[k]);
+    }
+    nd->out = out;
+    out->grad_fn = nd;
+    out->requires_grad = true;
+    *node = nd;
+    return GL_OK;
+}
+
+gl_status gl_node_save(gl_node *node, int slot, const gl_tensor *t)
+{
+    gl_tensor *alias = gl_detach(t);
+    if (!alias) return gl_error_code();
+    gl_tensor_release(node->saved[slot]);
+    node->saved[slot] = alias;
+    return GL_OK;
+}
+
+static gl_status grad_slot(gl_tensor **slot, const gl_tensor *like, float **buf)
+{
+    if (!*slot) {
+        *slot = gl_tensor_new(GL_F32, like->ndim, like->shape);
+        if (!*slot) return gl_error_code();
+    }
+    *buf = gl_tensor_f32(*slot);
+    return GL_OK;
+}
+
+gl_status gl_node_grad(gl_node *node, int i, float **buf)
+{
+    gl_tensor *in = node->inputs[i];
+    *buf = NULL;
+    if (!in || !in->requires_grad) return GL_OK;
+    if (in->grad_fn) return grad_slot(&in->grad_fn->gout, in, buf);
+    return grad_slot(&in->grad, in, buf);
+}
+
+gl_tensor *gl_detach(const gl_tensor *t)
+{
+    return gl_tensor_from_storage(t->storage, t->offset, t->dtype, t->ndim, t->shape);
+}
+
+gl_status gl_set_requires_grad(gl_tensor *t, bool on)
+{
+    if (on && t->dtype != GL_F32)
+        return gl_error(GL_EINVAL, "requires_grad: only f32 tensors can require gradients (got %s)",
+                        gl_dtype_name(t->dtype));
+    if (!on && t->grad_fn)
+        return gl_error(GL_EINVAL, "requires_grad: cannot turn off a tensor produced by a recorded op; use detach()");
+    t->requires_grad = on;
+    return GL_OK;
+}
+
+/* Nodes reachable from root in post-order (inputs before the nodes that use
+ * them), found without recursion so deep graphs cannot overflow the stack. */
+typedef struct {
+    gl_node **items;
+    size_t n, cap;
+} node_list;
+
+static gl_status list_push(node_list *l, gl_node *nd)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        gl_node **items = realloc(l->items, cap * sizeof *items);
+        if (!items) return gl_error(GL_ENOMEM, "backward: out of memory");
+        l->items = items;
+        l->cap = cap;
+    }
+    l->items[l->n++] = nd;
+    return GL_OK;
+}
+
+static gl_status topo_order(gl_node *root, node_list *order)
+{
+    enum { UNSEEN = 0, OPEN = 1, DONE = 2 };
+    node_list stack = {0};
+    gl_status st = list_push(&stack, root);
+    root->visit = OPEN;
+    while (st == GL_OK && stack.n) {
+        gl_node *nd = stack.items[stack.n - 1];
+        bool pushed = false;
+        for (int k = 0; k < nd->n_inputs && !pushed; k++) {
+            gl_tensor *in = nd->inputs[k];
+            if (in && in->grad_fn && in->grad_fn->visit == UNSEEN) {
+                in->grad_fn->visit = OPEN;
+                st = list_push(&stack, in->grad_fn);
+                pushed = true;
+            }
+        }
+        if (!pushed && st == GL_OK) {
+            stack.n--;
+            nd->visit = DONE;
+            st = list_push(order, nd);
+        }
+    }
+    free(stack.items);
+    return st;
+}
+
+gl_status gl_backward(gl_tensor *root, const gl_tensor *grad, bool retain_graph)
+{
+    char s1[128], s2[128];
+    if (!root->requires_grad)
+        return gl_error(GL_EINVAL, "backward: tensor does not require grad and has no grad_fn");
+    if (!grad && root->numel != 1)
+        return gl_error(GL_EINVAL, "backward: grad can be implicit only for one-element outputs (shape %s); pass a gradient",
+                        gl_tensor_shape_str(root, s1, sizeof s1));
+    if (grad && (grad->dtype != GL_F32 || grad->numel != root->numel))
+        return gl_error(GL_EINVAL, "backward: gradient shape %s does not match output shape %s",
+                        gl_tensor_shape_str(grad, s1, sizeof s1), gl_tensor_shape_str(root, s2, sizeof s2));
+
+    float *g = NULL;
+    gl_status st;
+    if (!root->grad_fn) { /* a leaf: its gradient is the seed itself */
+        if ((st = grad_slot(&root->grad, root, &g)) != GL_OK) return st;
+        for (int64_t k = 0; k < root->numel; k++) g[k] += grad ? gl_tensor_f32(grad)[k] : 1.0f;
+        return GL_OK;
+    }
+
+    node_list order = {0};
+    st = topo_order(root->grad_fn, &order);
+    for (size_t k = 0; k < order.n; k++) order.items[k]->visit = 0;
+    if (st == GL_OK) st = grad_slot(&root->grad_fn->gout, root, &g);
+    if (st == GL_OK)
+        for (int64_t k = 0; k < root->numel; k++) g[k] += grad ? gl_tensor_f32(grad)[k] : 1.0f;
+
+    for (size_t k = order.n; k-- > 0 && st == GL_OK;) {
+        gl_node *nd = order.items[k];
+        if (nd->gout) st = nd->backward(nd);
+        gl_tensor_release(nd->gout);
+        nd->gout = NULL;
+    }
+    for (size_t k = 0; k < order.n; k++) { /* after a failure, drop partial gradients */
+        gl_tensor_release(order.items[k]->gout);
+        order.items[k]->gout = NULL;
+    }
+    if (!retain_graph) {
+        /* Detach every node from its output first, so releasing inputs below
+         * cannot cascade into destroying nodes still in the list. */
+        for (size_t k = 0; k < order.n; k++) order.items[k]->out->grad_fn = NULL;
+        for (size_t k = 0; k < order.n; k++) node_destroy(order.items[k]);
+    }
+    free(order.items);
+    return st;
+}

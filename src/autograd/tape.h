@@ -1,0 +1,58 @@
+/* Define-by-run autograd. Every op that may need a gradient calls
+ * gl_autograd_record after computing its output; the node remembers the op,
+ * its inputs (retained), what backward needs (saved aliases and scalar
+ * arguments) and its backward function, which sits next to the forward in the
+ * op's own file. gl_backward walks the nodes reachable from the root in
+ * reverse topological order; each backward ADDS into its inputs' gradients. */
+#ifndef GL_AUTOGRAD_TAPE_H
+#define GL_AUTOGRAD_TAPE_H
+
+#include <stdbool.h>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+#define GL_NODE_MAX_INPUTS 4
+#define GL_NODE_MAX_SAVED 4
+
+typedef gl_status (*gl_backward_fn)(gl_node *node);
+
+struct gl_node {
+    gl_node_header header;
+    const char *op;
+    gl_backward_fn backward;
+    int n_inputs;
+    gl_tensor *inputs[GL_NODE_MAX_INPUTS];
+    gl_tensor *saved[GL_NODE_MAX_SAVED]; /* aliases: share storage, carry no graph */
+    gl_tensor *out;                      /* weak: the tensor this node produced */
+    gl_tensor *gout;                     /* gradient w.r.t. out, alive during backward */
+    double f[4];                         /* scalar arguments of the op */
+    int64_t i[2 * GL_MAX_DIMS];          /* integer arguments of the op */
+    void *extra;                         /* op-owned data, released with free() */
+    int visit;                           /* traversal mark */
+};
+
+/* Whether ops record (false inside no_grad). Per thread. */
+bool gl_grad_enabled(void);
+/* Sets recording on or off and returns the previous setting. */
+bool gl_grad_set_enabled(bool on);
+
+/* True when recording is on and some input requires a gradient. */
+bool gl_autograd_needed(int n, gl_tensor *const *inputs);
+/* Attaches a node to out when gl_autograd_needed; *node is NULL otherwise. */
+gl_status gl_autograd_record(gl_node **node, gl_tensor *out, const char *op, gl_backward_fn backward,
+                             int n, gl_tensor *const *inputs);
+/* Keeps an alias of t in slot for backward. */
+gl_status gl_node_save(gl_node *node, int slot, const gl_tensor *t);
+/* The f32 buffer into which backward adds input i's gradient, allocated as
+ * zeros on first use; *buf is NULL when input i needs no gradient. */
+gl_status gl_node_grad(gl_node *node, int i, float **buf);
+
+/* Backpropagates from root. grad may be NULL for a one-element root. */
+gl_status gl_backward(gl_tensor *root, const gl_tensor *grad, bool retain_graph);
+/* A tensor sharing t's data, outside any graph, not requiring grad. */
+gl_tensor *gl_detach(const gl_tensor *t);
+/* Marks a leaf as requiring a gradient (f32 only). */
+gl_status gl_set_requires_grad(gl_tensor *t, bool on);
+
+#endif

@@ -1,0 +1,26 @@
+/* The process-wide random generator (xoshiro256**). Numbers are drawn
+ * serially, never inside parallel loops, so one seed gives the same
+ * parameters, dropout masks and samples whatever the thread count. */
+#ifndef GL_CORE_RNG_H
+#define GL_CORE_RNG_H
+
+#include <stdint.h>
+
+typedef struct gl_rng_state {
+    uint64_t s[4];
+    uint64_t has_spare; /* Box-Muller keeps its second normal */
+    double spare;
+} gl_rng_state;
+
+void gl_rng_seed(uint64_t seed);
+uint64_t gl_rng_u64(void);
+/* Uniform in [0, 1). */
+double gl_rng_uniform(void);
+/* Standard normal. */
+double gl_rng_normal(void);
+/* Uniform integer in [0, n), n > 0, without modulo bias. */
+uint64_t gl_rng_below(uint64_t n);
+void gl_rng_get(gl_rng_state *out);
+void gl_rng_set(const gl_rng_state *in);
+
+#endif

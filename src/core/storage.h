@@ -1,0 +1,33 @@
+/* Reference-counted byte buffers that tensors view. Storage is either owned
+ * (64-byte aligned heap memory) or borrowed (e.g. a read-only file mapping)
+ * with a release callback. */
+#ifndef GL_CORE_STORAGE_H
+#define GL_CORE_STORAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct gl_storage {
+    void *data;
+    size_t nbytes;
+    int refs;
+    bool readonly;
+    void (*release)(void *ctx, void *data, size_t nbytes); /* NULL: free(data) */
+    void *release_ctx;
+} gl_storage;
+
+/* Zero-filled owned storage; NULL with an error set when out of memory. */
+gl_storage *gl_storage_new(size_t nbytes);
+/* Wraps memory the caller owns; release(ctx, data, nbytes) runs at the last unref. */
+gl_storage *gl_storage_wrap(void *data, size_t nbytes, bool readonly,
+                            void (*release)(void *, void *, size_t), void *ctx);
+void gl_storage_retain(gl_storage *s);
+void gl_storage_release(gl_storage *s);
+
+/* Bytes of owned storage alive now and at the peak, for memory reports. */
+size_t gl_mem_live_bytes(void);
+size_t gl_mem_peak_bytes(void);
+void gl_mem_reset_peak(void);
+
+#endif

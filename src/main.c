@@ -1,0 +1,72 @@
+/* The genlab command. Exit codes: 0 success, 1 script error, 2 usage. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "lua/runtime.h"
+#include "tui/repl.h"
+
+static const char usage[] =
+    "usage: genlab [COMMAND] [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  (none)              start the interactive workbench on the shipped default\n"
+    "  run FILE.lua [ARGS] run a Lua script headlessly (the script sees `arg`)\n"
+    "  repl                a line REPL with readline history\n"
+    "  bench               measure this machine: sgemm GFLOP/s, training throughput\n"
+    "  --help, -h          this text\n"
+    "  --version, -v       version, BLAS and threading\n"
+    "\n"
+    "environment: GENLAB_THREADS (OpenMP + BLAS threads), GENLAB_LUADIR (Lua files)\n"
+    "see genlab(1) and genlab-lua(3)\n";
+
+static int run_script(int argc, char **argv)
+{
+    if (argc < 1) {
+        fprintf(stderr, "genlab run: missing FILE.lua\n%s", usage);
+        return 2;
+    }
+    lua_State *L = gl_runtime_new();
+    if (!L) {
+        fprintf(stderr, "genlab: cannot create Lua state\n");
+        return 1;
+    }
+    gl_runtime_set_args(L, argv[0], argc - 1, argv + 1);
+    int status = gl_runtime_dofile(L, argv[0], 0);
+    lua_close(L);
+    return status == 0 ? 0 : 1;
+}
+
+static int run_lua_command(const char *code, int argc, char **argv)
+{
+    lua_State *L = gl_runtime_new();
+    if (!L) return 1;
+    gl_runtime_set_args(L, "genlab", argc, argv);
+    int status = gl_runtime_dostring(L, code, "=genlab");
+    lua_close(L);
+    return status == 0 ? 0 : 1;
+}
+
+static int print_version(void)
+{
+    return run_lua_command("print(require('genlab').system_info())", 0, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) return gl_repl_main(0, NULL);
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-v") == 0) return print_version();
+    if (strcmp(cmd, "run") == 0) return run_script(argc - 2, argv + 2);
+    if (strcmp(cmd, "repl") == 0) return gl_repl_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "bench") == 0) return run_lua_command("require('genlab.bench').main(arg)", argc - 2, argv + 2);
+    if (cmd[0] != '-' && strlen(cmd) > 4 && strcmp(cmd + strlen(cmd) - 4, ".lua") == 0)
+        return run_script(argc - 1, argv + 1);
+    fprintf(stderr, "genlab: unknown command '%s'\n%s", cmd, usage);
+    return 2;
+}

@@ -1,0 +1,23 @@
+/* The one place that calls cblas_sgemm. It also keeps OpenBLAS's thread
+ * count equal to genlab's OpenMP count: both run on the same OpenMP pool. */
+#include <cblas.h>
+
+#include "core/threads.h"
+#include "ops/blas.h"
+#include "ops/matmul.h"
+
+void gl_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    static int blas_threads;
+    int want = gl_threads_get();
+    if (want != blas_threads) {
+        openblas_set_num_threads(want);
+        blas_threads = want;
+    }
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+const char *gl_blas_config(void) { return openblas_get_config(); }

@@ -1,0 +1,18 @@
+#!/bin/sh
+# The genlab command: help, version, run with arguments, exit codes.
+GENLAB=${GENLAB:-./genlab}
+n=0; fail=0
+check() { n=$((n + 1)); if eval "$2" >/dev/null 2>&1; then echo "ok $n - $1"; else echo "not ok $n - $1"; fail=1; fi; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+check "--help exits 0 and lists run" "\"$GENLAB\" --help | grep -q 'run FILE.lua'"
+check "--version names the BLAS" "\"$GENLAB\" --version | grep -q 'BLAS: OpenBLAS'"
+check "unknown command exits 2" "\"$GENLAB\" frobnicate; test \$? -eq 2"
+check "run without a file exits 2" "\"$GENLAB\" run; test \$? -eq 2"
+printf 'print(arg[0], arg[1], arg[2])\n' > "$tmp/args.lua"
+check "scripts see arg" "\"$GENLAB\" run \"$tmp/args.lua\" x y | grep -q 'args.lua	x	y'"
+printf "error('boom')\n" > "$tmp/err.lua"
+check "script error exits 1" "\"$GENLAB\" run \"$tmp/err.lua\"; test \$? -eq 1"
+check "script error prints a traceback" "\"$GENLAB\" run \"$tmp/err.lua\" 2>&1 | grep -q 'stack traceback'"
+check "missing script exits 1 with its name" "\"$GENLAB\" run \"$tmp/nope.lua\" 2>&1 | grep -q 'nope.lua'"
+echo "1..$n"
+exit $fail
