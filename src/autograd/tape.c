@@ -27,7 +27,10 @@ static void node_destroy(gl_node *node)
     for (int k = 0; k < node->n_inputs; k++) gl_tensor_release(node->inputs[k]);
     for (int k = 0; k < GL_NODE_MAX_SAVED; k++) gl_tensor_release(node->saved[k]);
     gl_tensor_release(node->gout);
-    free(node->extra);
+    if (node->extra_free)
+        node->extra_free(node->extra);
+    else
+        free(node->extra);
     free(node);
 }
 

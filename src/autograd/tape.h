@@ -28,7 +28,8 @@ struct gl_node {
     gl_tensor *gout;                     /* gradient w.r.t. out, alive during backward */
     double f[4];                         /* scalar arguments of the op */
     int64_t i[2 * GL_MAX_DIMS];          /* integer arguments of the op */
-    void *extra;                         /* op-owned data, released with free() */
+    void *extra;                         /* op-owned data, released with free() ... */
+    void (*extra_free)(void *extra);     /* ... or with this, when set */
     int visit;                           /* traversal mark */
 };
 

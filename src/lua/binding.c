@@ -92,7 +92,7 @@ int gl_lua_checkshape(lua_State *L, int idx, int64_t *shape, const char *op)
 
 double gl_lua_optfield_number(lua_State *L, int idx, const char *key, double def)
 {
-    if (!lua_istable(L, idx)) return def;
+    if (idx == 0 || !lua_istable(L, idx)) return def;
     lua_getfield(L, idx, key);
     double v = def;
     if (!lua_isnil(L, -1)) {
@@ -105,7 +105,7 @@ double gl_lua_optfield_number(lua_State *L, int idx, const char *key, double def
 
 bool gl_lua_optfield_bool(lua_State *L, int idx, const char *key, bool def)
 {
-    if (!lua_istable(L, idx)) return def;
+    if (idx == 0 || !lua_istable(L, idx)) return def;
     lua_getfield(L, idx, key);
     bool v = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -114,7 +114,7 @@ bool gl_lua_optfield_bool(lua_State *L, int idx, const char *key, bool def)
 
 void gl_lua_check_options(lua_State *L, int idx, const char *op, const char *const *allowed)
 {
-    if (!lua_istable(L, idx)) return;
+    if (idx == 0 || !lua_istable(L, idx)) return;
     idx = lua_absindex(L, idx);
     lua_pushnil(L);
     while (lua_next(L, idx)) {

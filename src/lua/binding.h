@@ -46,7 +46,7 @@ int gl_lua_checkdim(lua_State *L, int idx, const gl_tensor *t, const char *op);
 int gl_lua_optdim(lua_State *L, int idx, const gl_tensor *t, const char *op, int def);
 /* A shape from a table {2,3} or from the numbers at idx..top. Returns ndim. */
 int gl_lua_checkshape(lua_State *L, int idx, int64_t *shape, const char *op);
-/* Field of an options table at idx (absent or nil table gives def). */
+/* Field of an options table at idx (idx 0, a non-table or a nil field gives def). */
 double gl_lua_optfield_number(lua_State *L, int idx, const char *key, double def);
 bool gl_lua_optfield_bool(lua_State *L, int idx, const char *key, bool def);
 /* Raises "op: unknown option 'key'" when the table at idx has a key not in allowed (NULL-terminated). */

@@ -1,5 +1,6 @@
 /* Process-wide settings and facts: seed, threads, memory, version. */
 #include <omp.h>
+#include <time.h>
 
 #include "config.h"
 #include "core/interrupt.h"
@@ -41,6 +42,15 @@ static int l_system_info(lua_State *L)
     return 1;
 }
 
+/* clock() -> seconds on a monotonic wall clock, for timing (os.clock is CPU time). */
+static int l_clock(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
 /* Lets a REPL or test ask for an interrupt: the next op raises "interrupted". */
 static int l_interrupt(lua_State *L)
 {
@@ -51,7 +61,7 @@ static int l_interrupt(lua_State *L)
 
 static const luaL_Reg functions[] = {
     {"seed", l_seed}, {"threads", l_threads}, {"memory", l_memory}, {"system_info", l_system_info},
-    {"interrupt", l_interrupt}, {NULL, NULL},
+    {"interrupt", l_interrupt}, {"clock", l_clock}, {NULL, NULL},
 };
 
 void gl_lua_open_sys(lua_State *L, int module_idx)
