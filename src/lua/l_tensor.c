@@ -20,7 +20,7 @@ static int l_free(lua_State *L)
 /* Options table at idx may carry dtype = "f32" | "i64" | ...; returns def otherwise. */
 static gl_dtype opt_dtype(lua_State *L, int idx, gl_dtype def, const char *op)
 {
-    if (!lua_istable(L, idx)) return def;
+    if (idx == 0 || !lua_istable(L, idx)) return def;
     lua_getfield(L, idx, "dtype");
     gl_dtype dt = def;
     if (!lua_isnil(L, -1)) {
