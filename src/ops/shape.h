@@ -1,7 +1,8 @@
 /* Shape and indexing ops. Dims and positions are 0-based here (the binding
  * converts from Lua's 1-based numbers); index tensors are i64 or i32 with
- * 0-based values. reshape and narrow/select of dim 0 return views sharing
- * storage; the others copy. All record autograd where differentiable. */
+ * 0-based values. reshape, and narrow/select when the slice is contiguous
+ * (dim 0, or every dim before it has size 1), return views sharing storage;
+ * the others copy. All record autograd where differentiable. */
 #ifndef GL_OPS_SHAPE_H
 #define GL_OPS_SHAPE_H
 
@@ -33,7 +34,7 @@ gl_tensor *gl_where(gl_tensor *cond, gl_tensor *a, gl_tensor *b);
 /* Lower / upper triangle of the last two dims, relative to diagonal k. */
 gl_tensor *gl_tril(gl_tensor *x, int64_t k);
 gl_tensor *gl_triu(gl_tensor *x, int64_t k);
-/* i64 ids -> f32 one-hot with a trailing dim of n classes. */
+/* i64 or i32 ids -> f32 one-hot with a trailing dim of n classes. */
 gl_tensor *gl_one_hot(gl_tensor *ids, int64_t n);
 /* A differentiable copy. */
 gl_tensor *gl_clone(gl_tensor *x);
@@ -41,5 +42,8 @@ gl_tensor *gl_clone(gl_tensor *x);
 gl_tensor *gl_eq(gl_tensor *a, gl_tensor *b);
 gl_tensor *gl_lt(gl_tensor *a, gl_tensor *b);
 gl_tensor *gl_gt(gl_tensor *a, gl_tensor *b);
+gl_tensor *gl_ne(gl_tensor *a, gl_tensor *b);
+gl_tensor *gl_le(gl_tensor *a, gl_tensor *b);
+gl_tensor *gl_ge(gl_tensor *a, gl_tensor *b);
 
 #endif
