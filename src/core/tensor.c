@@ -111,7 +111,7 @@ gl_tensor *gl_tensor_alias(const gl_tensor *t, int ndim, const int64_t *shape)
 gl_tensor *gl_tensor_clone_data(const gl_tensor *t)
 {
     gl_tensor *c = gl_tensor_new_like(t);
-    if (c) memcpy(gl_tensor_data(c), gl_tensor_data(t), gl_tensor_nbytes(t));
+    if (c && t->numel) memcpy(gl_tensor_data(c), gl_tensor_data(t), gl_tensor_nbytes(t));
     return c;
 }
 

@@ -1,5 +1,7 @@
 #include "lua/binding.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 gl_tensor *gl_lua_totensor(lua_State *L, int idx)
@@ -26,6 +28,16 @@ gl_tensor *gl_lua_operand(lua_State *L, int idx)
         return gl_lua_push(L, gl_tensor_scalar(v)), gl_lua_totensor(L, -1);
     }
     return gl_lua_checktensor(L, idx);
+}
+
+int gl_lua_errorf(lua_State *L, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return luaL_error(L, "%s", msg);
 }
 
 int gl_lua_fail(lua_State *L) { return luaL_error(L, "%s", gl_error_message()); }
@@ -86,7 +98,7 @@ int gl_lua_checkshape(lua_State *L, int idx, int64_t *shape, const char *op)
         for (int k = 0; k < n; k++) shape[k] = luaL_checkinteger(L, idx + k);
     }
     for (int k = 0; k < n; k++)
-        if (shape[k] < 0) luaL_error(L, "%s: negative size %lld in shape", op, (long long)shape[k]);
+        if (shape[k] < 0) gl_lua_errorf(L, "%s: negative size %lld in shape", op, (long long)shape[k]);
     return n;
 }
 

@@ -36,6 +36,9 @@ gl_tensor *gl_lua_operand(lua_State *L, int idx);
 /* Pushes t (taking its reference) and tells the collector about its bytes.
  * When t is NULL, raises the current error instead. Returns 1. */
 int gl_lua_push(lua_State *L, gl_tensor *t);
+/* luaL_error with the C library's printf (lua_pushfstring knows no %lld or
+ * width flags). Never returns. */
+int gl_lua_errorf(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Raises the current C error as a Lua error. */
 int gl_lua_fail(lua_State *L);
 /* Raises unless st is GL_OK. */

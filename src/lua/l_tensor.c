@@ -50,7 +50,7 @@ static int shape_args(lua_State *L, int64_t *shape, int *opts_idx, const char *o
     if (n > GL_MAX_DIMS) luaL_error(L, "%s: shape has %d dims (at most %d)", op, n, GL_MAX_DIMS);
     for (int k = 0; k < n; k++) {
         shape[k] = luaL_checkinteger(L, k + 1);
-        if (shape[k] < 0) luaL_error(L, "%s: negative size %lld in shape", op, (long long)shape[k]);
+        if (shape[k] < 0) gl_lua_errorf(L, "%s: negative size %lld in shape", op, (long long)shape[k]);
     }
     return n;
 }
@@ -148,7 +148,7 @@ static void table_shape(lua_State *L, int idx, int depth, int *ndim, int64_t *sh
         *ndim = depth + 1;
         shape[depth] = n;
     } else if (shape[depth] != n) {
-        luaL_error(L, "tensor: ragged nested table (dim %d has lengths %lld and %lld)", depth + 1,
+        gl_lua_errorf(L, "tensor: ragged nested table (dim %d has lengths %lld and %lld)", depth + 1,
                    (long long)shape[depth], (long long)n);
     }
     if (n == 0) return;
@@ -168,7 +168,7 @@ static void table_fill(lua_State *L, int idx, int depth, int ndim, gl_tensor *t,
             table_fill(L, lua_gettop(L), depth + 1, ndim, t, pos);
         } else {
             if (!lua_isnumber(L, -1) && !lua_isboolean(L, -1))
-                luaL_error(L, "tensor: element %lld is a %s, expected a number", (long long)*pos + 1,
+                gl_lua_errorf(L, "tensor: element %lld is a %s, expected a number", (long long)*pos + 1,
                            luaL_typename(L, -1));
             double v = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : lua_tonumber(L, -1);
             gl_tensor_set(t, (*pos)++, v);
@@ -251,7 +251,7 @@ static int l_item(lua_State *L)
     gl_tensor *t = gl_lua_checktensor(L, 1);
     if (t->numel != 1) {
         char s[128];
-        return luaL_error(L, "item: tensor of shape %s has %lld elements, expected 1",
+        return gl_lua_errorf(L, "item: tensor of shape %s has %lld elements, expected 1",
                           gl_tensor_shape_str(t, s, sizeof s), (long long)t->numel);
     }
     push_element(L, t, 0);
@@ -277,7 +277,7 @@ static int64_t flat_pos(lua_State *L, const gl_tensor *t, int idx, const char *o
 {
     lua_Integer i = luaL_checkinteger(L, idx);
     if (i < 1 || i > t->numel)
-        luaL_error(L, "%s: position %lld out of range 1..%lld", op, (long long)i, (long long)t->numel);
+        gl_lua_errorf(L, "%s: position %lld out of range 1..%lld", op, (long long)i, (long long)t->numel);
     return i - 1;
 }
 
@@ -386,7 +386,7 @@ static int l_index(lua_State *L)
         lua_Integer z = i > 0 ? i - 1 : i + t->shape[0];
         if (i == 0 || z < 0 || z >= t->shape[0]) {
             char s[128];
-            return luaL_error(L, "index: position %lld out of range for dim 1 of shape %s (1..%lld)", (long long)i,
+            return gl_lua_errorf(L, "index: position %lld out of range for dim 1 of shape %s (1..%lld)", (long long)i,
                               gl_tensor_shape_str(t, s, sizeof s), (long long)t->shape[0]);
         }
         if (t->ndim == 1) {
@@ -439,7 +439,7 @@ static int l_newindex(lua_State *L)
     lua_Integer z = i > 0 ? i - 1 : i + t->shape[0];
     if (i == 0 || z < 0 || z >= t->shape[0]) {
         char s[128];
-        return luaL_error(L, "index: position %lld out of range for dim 1 of shape %s", (long long)i,
+        return gl_lua_errorf(L, "index: position %lld out of range for dim 1 of shape %s", (long long)i,
                           gl_tensor_shape_str(t, s, sizeof s));
     }
     if (t->requires_grad && gl_grad_enabled())

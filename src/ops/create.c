@@ -113,7 +113,7 @@ gl_status gl_copy_(gl_tensor *dst, const gl_tensor *src)
     }
     if (dst->storage->readonly) return gl_error(GL_EINVAL, "copy: destination is read-only");
     if (dst->dtype == src->dtype) {
-        memmove(gl_tensor_data(dst), gl_tensor_data(src), gl_tensor_nbytes(src));
+        if (src->numel) memmove(gl_tensor_data(dst), gl_tensor_data(src), gl_tensor_nbytes(src));
         return GL_OK;
     }
     if (dst->dtype == GL_F32) {
