@@ -54,9 +54,15 @@ int gl_lua_push(lua_State *L, gl_tensor *t)
     u->t = t;
     luaL_setmetatable(L, GL_LUA_TENSOR);
     /* The collector only sees the small userdata; make it pay for the tensor's
-     * bytes too, so Lua loops keep flat memory without collectgarbage(). */
-    size_t kb = gl_tensor_nbytes(t) / 1024;
-    if (kb) lua_gc(L, LUA_GCSTEP, (int)(kb > (1u << 20) ? (1u << 20) : kb));
+     * bytes too, so Lua loops keep flat memory without collectgarbage().
+     * Bytes below a kilobyte carry over, so small tensors count as well. */
+    static size_t pending;
+    pending += gl_tensor_nbytes(t) + sizeof *t;
+    if (pending >= 1024) {
+        size_t kb = pending / 1024;
+        lua_gc(L, LUA_GCSTEP, (int)(kb > (1u << 20) ? (1u << 20) : kb));
+        pending %= 1024;
+    }
     return 1;
 }
 
