@@ -4,7 +4,11 @@
  *   add: ga += g, gb += g          sub: ga += g, gb -= g
  *   mul: ga += g*b, gb += g*a      div: ga += g/b, gb -= g*a/b^2
  *   pow: ga += g*b*a^(b-1), gb += g*out*log(a)   (gb term 0 where a <= 0)
- *   maximum/minimum: g goes to the selected operand (a on ties) */
+ *   maximum/minimum: g goes to the selected operand (a on ties)
+ * apply() and grads() define each op once; every loop is instantiated per op
+ * (SWITCH_OP) so no switch runs per element. Backward adds straight into the
+ * gradient of an operand that is not broadcast and uses an output-sized
+ * scratch buffer only for one that is. */
 #include "ops/binary.h"
 
 #include <math.h>
@@ -32,6 +36,36 @@ static inline float apply(binary_op op, float x, float y)
     return 0.0f;
 }
 
+/* d(out)/da * g and d(out)/db * g at one element (o = the output there). */
+static inline void grads(binary_op op, float x, float y, float o, float g, float *dx, float *dy)
+{
+    switch (op) {
+    case OP_ADD: *dx = g; *dy = g; break;
+    case OP_SUB: *dx = g; *dy = -g; break;
+    case OP_MUL: *dx = g * y; *dy = g * x; break;
+    case OP_DIV: *dx = g / y; *dy = -g * x / (y * y); break;
+    case OP_POW:
+        *dx = (y == 0.0f) ? 0.0f : g * y * powf(x, y - 1.0f);
+        *dy = x > 0.0f ? g * o * logf(x) : 0.0f;
+        break;
+    case OP_MAX: *dx = x >= y ? g : 0.0f; *dy = x >= y ? 0.0f : g; break;
+    case OP_MIN: *dx = x <= y ? g : 0.0f; *dy = x <= y ? 0.0f : g; break;
+    }
+}
+
+/* Runs BODY(OPC) with OPC a constant for the op in `op`, so apply()/grads()
+ * fold to one expression inside the loop. */
+#define SWITCH_OP(op, BODY)                   \
+    switch (op) {                             \
+    case OP_ADD: BODY(OP_ADD); break;         \
+    case OP_SUB: BODY(OP_SUB); break;         \
+    case OP_MUL: BODY(OP_MUL); break;         \
+    case OP_DIV: BODY(OP_DIV); break;         \
+    case OP_POW: BODY(OP_POW); break;         \
+    case OP_MAX: BODY(OP_MAX); break;         \
+    case OP_MIN: BODY(OP_MIN); break;         \
+    }
+
 typedef struct {
     binary_op op;
     const float *a, *b;
@@ -43,15 +77,18 @@ static void forward_row(void *p, int64_t oa, int64_t ob, int64_t oo, int64_t n, 
     forward_ctx *c = p;
     const float *a = c->a + oa, *b = c->b + ob;
     float *o = c->out + oo;
-    for (int64_t j = 0; j < n; j++) o[j] = apply(c->op, a[j * sa], b[j * sb]);
+#define ROW(OPC) for (int64_t j = 0; j < n; j++) o[j] = apply(OPC, a[j * sa], b[j * sb])
+    SWITCH_OP(c->op, ROW)
+#undef ROW
 }
 
-/* Gradients of one broadcast row; ga/gb are per-output-element scratch when
- * the operand is broadcast and are reduced afterwards. */
+/* Gradients of one broadcast row, ADDED into ga/gb (output-shaped: the
+ * operand's own gradient when it is not broadcast, else zeroed scratch that
+ * is reduced afterwards; NULL when not needed). */
 typedef struct {
     binary_op op;
     const float *a, *b, *out, *g;
-    float *ga, *gb; /* output-shaped partial gradients, NULL when not needed */
+    float *ga, *gb;
 } backward_ctx;
 
 static void backward_row(void *p, int64_t oa, int64_t ob, int64_t oo, int64_t n, int64_t sa, int64_t sb)
@@ -59,24 +96,31 @@ static void backward_row(void *p, int64_t oa, int64_t ob, int64_t oo, int64_t n,
     backward_ctx *c = p;
     const float *a = c->a + oa, *b = c->b + ob, *g = c->g + oo, *out = c->out + oo;
     float *ga = c->ga ? c->ga + oo : NULL, *gb = c->gb ? c->gb + oo : NULL;
-    for (int64_t j = 0; j < n; j++) {
-        float x = a[j * sa], y = b[j * sb], gj = g[j];
-        float dx = 0.0f, dy = 0.0f;
-        switch (c->op) {
-        case OP_ADD: dx = gj; dy = gj; break;
-        case OP_SUB: dx = gj; dy = -gj; break;
-        case OP_MUL: dx = gj * y; dy = gj * x; break;
-        case OP_DIV: dx = gj / y; dy = -gj * x / (y * y); break;
-        case OP_POW:
-            dx = (y == 0.0f) ? 0.0f : gj * y * powf(x, y - 1.0f);
-            dy = x > 0.0f ? gj * out[j] * logf(x) : 0.0f;
-            break;
-        case OP_MAX: dx = x >= y ? gj : 0.0f; dy = x >= y ? 0.0f : gj; break;
-        case OP_MIN: dx = x <= y ? gj : 0.0f; dy = x <= y ? 0.0f : gj; break;
-        }
-        if (ga) ga[j] = dx;
-        if (gb) gb[j] = dy;
+#define ROW(OPC)                                                       \
+    for (int64_t j = 0; j < n; j++) {                                  \
+        float dx, dy;                                                  \
+        grads(OPC, a[j * sa], b[j * sb], out[j], g[j], &dx, &dy);      \
+        if (ga) ga[j] += dx;                                           \
+        if (gb) gb[j] += dy;                                           \
     }
+    SWITCH_OP(c->op, ROW)
+#undef ROW
+}
+
+/* Both operands have the output's shape: one parallel pass, no scratch. */
+static void backward_same_shape(binary_op op, int64_t n, const float *a, const float *b, const float *out,
+                                const float *g, float *da, float *db)
+{
+#define LOOP(OPC)                                                              \
+    _Pragma("omp parallel for if (n > 32768) schedule(static)")                \
+    for (int64_t j = 0; j < n; j++) {                                          \
+        float dx, dy;                                                          \
+        grads(OPC, a[j], b[j], out[j], g[j], &dx, &dy);                        \
+        if (da) da[j] += dx;                                                   \
+        if (db) db[j] += dy;                                                   \
+    }
+    SWITCH_OP(op, LOOP)
+#undef LOOP
 }
 
 static gl_status binary_backward(gl_node *nd)
@@ -87,18 +131,26 @@ static gl_status binary_backward(gl_node *nd)
     if (st != GL_OK) return st;
     float *da, *db;
     if ((st = gl_node_grad(nd, 0, &da)) != GL_OK || (st = gl_node_grad(nd, 1, &db)) != GL_OK) return st;
+    binary_op op = (binary_op)nd->i[0];
+    const float *pa = gl_tensor_f32(a), *pb = gl_tensor_f32(b), *out = gl_tensor_f32(nd->saved[2]);
+    const float *g = gl_tensor_f32(nd->gout);
     size_t n = (size_t)bc.numel;
-    float *ta = da ? malloc(n * sizeof *ta) : NULL, *tb = db ? malloc(n * sizeof *tb) : NULL;
-    if ((da && !ta) || (db && !tb)) {
+    bool full_a = a->numel == bc.numel, full_b = b->numel == bc.numel;
+    if (full_a && full_b) {
+        backward_same_shape(op, bc.numel, pa, pb, out, g, da, db);
+        return GL_OK;
+    }
+    float *ta = (da && !full_a) ? calloc(n ? n : 1, sizeof *ta) : NULL;
+    float *tb = (db && !full_b) ? calloc(n ? n : 1, sizeof *tb) : NULL;
+    if ((da && !full_a && !ta) || (db && !full_b && !tb)) {
         free(ta);
         free(tb);
         return gl_error(GL_ENOMEM, "%s backward: out of memory", nd->op);
     }
-    backward_ctx c = {(binary_op)nd->i[0], gl_tensor_f32(a), gl_tensor_f32(b), gl_tensor_f32(nd->saved[2]),
-                      gl_tensor_f32(nd->gout), ta, tb};
+    backward_ctx c = {op, pa, pb, out, g, ta ? ta : da, tb ? tb : db};
     gl_broadcast_rows(&bc, backward_row, &c);
-    if (da) gl_broadcast_reduce_add(&bc, 0, da, ta);
-    if (db) gl_broadcast_reduce_add(&bc, 1, db, tb);
+    if (ta) gl_broadcast_reduce_add(&bc, 0, da, ta);
+    if (tb) gl_broadcast_reduce_add(&bc, 1, db, tb);
     free(ta);
     free(tb);
     return GL_OK;
@@ -119,8 +171,11 @@ static gl_tensor *binary(binary_op op, gl_tensor *a, gl_tensor *b)
     float *po = gl_tensor_f32(out);
     if (a->numel == bc.numel && b->numel == bc.numel) {
         int64_t n = bc.numel;
-#pragma omp parallel for if (n > 32768) schedule(static)
-        for (int64_t j = 0; j < n; j++) po[j] = apply(op, pa[j], pb[j]);
+#define LOOP(OPC)                                                       \
+    _Pragma("omp parallel for simd if (n > 32768) schedule(static)")    \
+    for (int64_t j = 0; j < n; j++) po[j] = apply(OPC, pa[j], pb[j]);
+        SWITCH_OP(op, LOOP)
+#undef LOOP
     } else {
         forward_ctx c = {op, pa, pb, po};
         gl_broadcast_rows(&bc, forward_row, &c);
