@@ -14,5 +14,6 @@ printf "error('boom')\n" > "$tmp/err.lua"
 check "script error exits 1" "\"$GENLAB\" run \"$tmp/err.lua\"; test \$? -eq 1"
 check "script error prints a traceback" "\"$GENLAB\" run \"$tmp/err.lua\" 2>&1 | grep -q 'stack traceback'"
 check "missing script exits 1 with its name" "\"$GENLAB\" run \"$tmp/nope.lua\" 2>&1 | grep -q 'nope.lua'"
+check "bench --quick --json runs every benchmark" "\"$GENLAB\" bench --quick --json | grep -q 'gpt train step'"
 echo "1..$n"
 exit $fail
