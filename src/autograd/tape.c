@@ -161,6 +161,9 @@ gl_status gl_backward(gl_tensor *root, const gl_tensor *grad, bool retain_graph)
 
     float *g = NULL;
     gl_status st;
+    if (root->graph_freed)
+        return gl_error(GL_ESTATE, "backward: the graph of this tensor was already freed by a backward pass "
+                                   "(pass {retain_graph=true} to the first backward to run it twice)");
     if (!root->grad_fn) { /* a leaf: its gradient is the seed itself */
         if ((st = grad_slot(&root->grad, root, &g)) != GL_OK) return st;
         for (int64_t k = 0; k < root->numel; k++) g[k] += grad ? gl_tensor_f32(grad)[k] : 1.0f;
@@ -187,7 +190,10 @@ gl_status gl_backward(gl_tensor *root, const gl_tensor *grad, bool retain_graph)
     if (!retain_graph) {
         /* Detach every node from its output first, so releasing inputs below
          * cannot cascade into destroying nodes still in the list. */
-        for (size_t k = 0; k < order.n; k++) order.items[k]->out->grad_fn = NULL;
+        for (size_t k = 0; k < order.n; k++) {
+            order.items[k]->out->grad_fn = NULL;
+            order.items[k]->out->graph_freed = true;
+        }
         for (size_t k = 0; k < order.n; k++) node_destroy(order.items[k]);
     }
     free(order.items);

@@ -36,6 +36,7 @@ typedef struct gl_tensor {
     bool requires_grad;
     struct gl_tensor *grad; /* accumulated gradient of a leaf, f32, same shape */
     gl_node *grad_fn;       /* the op that produced this tensor, if recorded */
+    bool graph_freed;       /* grad_fn was released by a backward pass */
 } gl_tensor;
 
 /* Element count of a shape, or -1 when it is negative or overflows. */

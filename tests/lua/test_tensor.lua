@@ -57,4 +57,14 @@ T.raises(function() gl.ones(1):backward() end, "does not require grad", "backwar
 local w = gl.tensor({2, 3}, {requires_grad = true})
 T.ok(w.requires_grad, "requires_grad option")
 T.raises(function() gl.tensor({1}, {dtype = "i64", requires_grad = true}) end, "only f32", "int tensors cannot require grad")
+
+-- The graph is freed by backward unless retained; a second pass says so.
+local p = gl.tensor({1, 2, 3}, {requires_grad = true})
+local loss = (p * p):sum()
+loss:backward({retain_graph = true})
+loss:backward()
+T.eq(p.grad:getflat(2), 8, "retain_graph lets backward run twice and gradients accumulate")
+T.raises(function() loss:backward() end, "already freed", "a third backward on a freed graph raises")
+p.grad = nil
+T.eq(p.grad, nil, "t.grad = nil drops the gradient")
 T.done()
