@@ -1,8 +1,174 @@
-/* Binding of the nnops area (being written). */
+/* Binding of the network ops and losses: gl.matmul (also t:matmul), gl.linear,
+ * the normalizations, embedding, dropout and the losses. Names and defaults
+ * follow torch.nn.functional; id and target tensors hold 0-based values. */
+#include <string.h>
+
 #include "lua/binding.h"
+#include "ops/matmul.h"
+#include "ops/nnops.h"
+
+/* A tensor or nil at idx. */
+static gl_tensor *opttensor(lua_State *L, int idx)
+{
+    return lua_isnoneornil(L, idx) ? NULL : gl_lua_checktensor(L, idx);
+}
+
+/* The options table at idx (nil or absent is no options), checked against allowed. */
+static int options(lua_State *L, int idx, const char *op, const char *const *allowed)
+{
+    if (lua_isnoneornil(L, idx)) return 0;
+    if (!lua_istable(L, idx)) luaL_error(L, "%s: options must be a table, got %s", op, luaL_typename(L, idx));
+    gl_lua_check_options(L, idx, op, allowed);
+    return idx;
+}
+
+static gl_reduction opt_reduction(lua_State *L, int idx, const char *op, bool batchmean_ok)
+{
+    static const char *const names[] = {"mean", "sum", "none", "batchmean"};
+    if (!idx) return GL_REDUCE_MEAN;
+    lua_getfield(L, idx, "reduction");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return GL_REDUCE_MEAN;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "%s: option 'reduction' must be a string", op);
+    const char *s = lua_tostring(L, -1);
+    for (int k = 0; k < (batchmean_ok ? 4 : 3); k++)
+        if (strcmp(s, names[k]) == 0) {
+            lua_pop(L, 1);
+            return (gl_reduction)k;
+        }
+    luaL_error(L, "%s: unknown reduction '%s' (use mean, sum, none%s)", op, s, batchmean_ok ? " or batchmean" : "");
+    return GL_REDUCE_MEAN; /* not reached */
+}
+
+static int64_t opt_integer(lua_State *L, int idx, const char *op, const char *key, int64_t def)
+{
+    if (!idx) return def;
+    lua_getfield(L, idx, key);
+    int64_t v = def;
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isinteger(L, -1)) luaL_error(L, "%s: option '%s' must be an integer", op, key);
+        v = lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static int l_matmul(lua_State *L)
+{
+    return gl_lua_push(L, gl_matmul(gl_lua_checktensor(L, 1), gl_lua_checktensor(L, 2)));
+}
+
+/* linear(x, w [, b]) */
+static int l_linear(lua_State *L)
+{
+    gl_tensor *x = gl_lua_checktensor(L, 1), *w = gl_lua_checktensor(L, 2);
+    return gl_lua_push(L, gl_linear(x, w, opttensor(L, 3)));
+}
+
+/* layer_norm(x [, w [, b [, eps=1e-5]]]) */
+static int l_layer_norm(lua_State *L)
+{
+    gl_tensor *x = gl_lua_checktensor(L, 1), *w = opttensor(L, 2), *b = opttensor(L, 3);
+    return gl_lua_push(L, gl_layer_norm(x, w, b, (float)luaL_optnumber(L, 4, 1e-5)));
+}
+
+/* rms_norm(x [, w [, eps=1e-6]]) */
+static int l_rms_norm(lua_State *L)
+{
+    gl_tensor *x = gl_lua_checktensor(L, 1), *w = opttensor(L, 2);
+    return gl_lua_push(L, gl_rms_norm(x, w, (float)luaL_optnumber(L, 3, 1e-6)));
+}
+
+/* embedding(weight, ids) */
+static int l_embedding(lua_State *L)
+{
+    return gl_lua_push(L, gl_embedding(gl_lua_checktensor(L, 1), gl_lua_checktensor(L, 2)));
+}
+
+/* dropout(x [, p=0.5 [, training=true]]) */
+static int l_dropout(lua_State *L)
+{
+    gl_tensor *x = gl_lua_checktensor(L, 1);
+    float p = (float)luaL_optnumber(L, 2, 0.5);
+    bool training = lua_isnoneornil(L, 3) ? true : lua_toboolean(L, 3);
+    return gl_lua_push(L, gl_dropout(x, p, training));
+}
+
+static const char *const ce_opts[] = {"ignore_index", "label_smoothing", "reduction", NULL};
+
+/* cross_entropy(logits, targets [, {ignore_index=-100, label_smoothing=0, reduction="mean"}]) */
+static int l_cross_entropy(lua_State *L)
+{
+    gl_tensor *x = gl_lua_checktensor(L, 1), *t = gl_lua_checktensor(L, 2);
+    int o = options(L, 3, "cross_entropy", ce_opts);
+    int64_t ignore = opt_integer(L, o, "cross_entropy", "ignore_index", -100);
+    float smoothing = (float)gl_lua_optfield_number(L, o, "label_smoothing", 0.0);
+    gl_reduction red = opt_reduction(L, o, "cross_entropy", false);
+    return gl_lua_push(L, gl_cross_entropy(x, t, ignore, smoothing, red));
+}
+
+static const char *const nll_opts[] = {"ignore_index", "reduction", NULL};
+
+/* nll_loss(logp, targets [, {ignore_index=-100, reduction="mean"}]) */
+static int l_nll_loss(lua_State *L)
+{
+    gl_tensor *x = gl_lua_checktensor(L, 1), *t = gl_lua_checktensor(L, 2);
+    int o = options(L, 3, "nll_loss", nll_opts);
+    int64_t ignore = opt_integer(L, o, "nll_loss", "ignore_index", -100);
+    return gl_lua_push(L, gl_nll_loss(x, t, ignore, opt_reduction(L, o, "nll_loss", false)));
+}
+
+static const char *const red_opts[] = {"reduction", NULL};
+
+/* name(input, target [, {reduction="mean"}]) */
+static int pointwise(lua_State *L, const char *op, gl_tensor *(*fn)(gl_tensor *, gl_tensor *, gl_reduction))
+{
+    gl_tensor *x = gl_lua_checktensor(L, 1), *y = gl_lua_checktensor(L, 2);
+    int o = options(L, 3, op, red_opts);
+    return gl_lua_push(L, fn(x, y, opt_reduction(L, o, op, false)));
+}
+
+static int l_mse_loss(lua_State *L) { return pointwise(L, "mse_loss", gl_mse_loss); }
+static int l_l1_loss(lua_State *L) { return pointwise(L, "l1_loss", gl_l1_loss); }
+static int l_bce(lua_State *L) { return pointwise(L, "binary_cross_entropy", gl_bce_loss); }
+static int l_bce_logits(lua_State *L) { return pointwise(L, "binary_cross_entropy_with_logits", gl_bce_with_logits); }
+
+static const char *const kl_opts[] = {"reduction", "log_target", NULL};
+
+/* kl_div(input, target [, {reduction="mean", log_target=false}]): input holds log-probabilities. */
+static int l_kl_div(lua_State *L)
+{
+    gl_tensor *x = gl_lua_checktensor(L, 1), *y = gl_lua_checktensor(L, 2);
+    int o = options(L, 3, "kl_div", kl_opts);
+    bool log_target = gl_lua_optfield_bool(L, o, "log_target", false);
+    return gl_lua_push(L, gl_kl_div(x, y, log_target, opt_reduction(L, o, "kl_div", true)));
+}
+
+static const luaL_Reg methods[] = {
+    {"matmul", l_matmul},
+    {NULL, NULL},
+};
+
+static const luaL_Reg functions[] = {
+    {"linear", l_linear},
+    {"layer_norm", l_layer_norm},
+    {"rms_norm", l_rms_norm},
+    {"embedding", l_embedding},
+    {"dropout", l_dropout},
+    {"cross_entropy", l_cross_entropy},
+    {"nll_loss", l_nll_loss},
+    {"mse_loss", l_mse_loss},
+    {"l1_loss", l_l1_loss},
+    {"binary_cross_entropy", l_bce},
+    {"binary_cross_entropy_with_logits", l_bce_logits},
+    {"kl_div", l_kl_div},
+    {NULL, NULL},
+};
 
 void gl_lua_open_nnops(lua_State *L, int module_idx)
 {
-    (void)L;
-    (void)module_idx;
+    gl_lua_register(L, module_idx, methods, true);
+    gl_lua_register(L, module_idx, functions, false);
 }

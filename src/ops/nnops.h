@@ -7,7 +7,8 @@
 
 #include "core/tensor.h"
 
-typedef enum { GL_REDUCE_MEAN = 0, GL_REDUCE_SUM, GL_REDUCE_NONE } gl_reduction;
+/* BATCHMEAN (sum / size of dim 0) is kl_div's, as in PyTorch; the other losses reject it. */
+typedef enum { GL_REDUCE_MEAN = 0, GL_REDUCE_SUM, GL_REDUCE_NONE, GL_REDUCE_BATCHMEAN } gl_reduction;
 
 /* w, b: [C] or NULL. */
 gl_tensor *gl_layer_norm(gl_tensor *x, gl_tensor *w, gl_tensor *b, float eps);
@@ -17,18 +18,26 @@ gl_tensor *gl_embedding(gl_tensor *weight, gl_tensor *ids);
 /* Inverted dropout; identity when !training or p == 0. */
 gl_tensor *gl_dropout(gl_tensor *x, float p, bool training);
 
-/* logits [N, C] (or [C]), targets i64 [N] of class ids; ignore_index < 0 of
- * PyTorch's -100 convention is honoured as given. Mean is over non-ignored. */
+/* logits [..., C] (flattened to [N, C]; [C] alone is one row), targets i64
+ * or i32 [...] of 0-based class ids (ignore_index, e.g. PyTorch's -100, is
+ * skipped; mean is over the rest), or f32 class probabilities shaped like
+ * logits (soft targets, as torch; ignore_index does not apply). Label
+ * smoothing mixes the target with the uniform distribution, as torch. */
 gl_tensor *gl_cross_entropy(gl_tensor *logits, gl_tensor *targets, int64_t ignore_index, float label_smoothing,
                             gl_reduction red);
+/* logp [..., C], targets [...] as cross_entropy's class ids. */
 gl_tensor *gl_nll_loss(gl_tensor *logp, gl_tensor *targets, int64_t ignore_index, gl_reduction red);
+/* The pointwise losses take input and target of the same shape. bce_loss's
+ * input holds probabilities in [0, 1] (logs clamped at -100, as torch);
+ * bce_with_logits takes logits (stable for any magnitude). */
 gl_tensor *gl_mse_loss(gl_tensor *x, gl_tensor *y, gl_reduction red);
 gl_tensor *gl_l1_loss(gl_tensor *x, gl_tensor *y, gl_reduction red);
 gl_tensor *gl_bce_loss(gl_tensor *p, gl_tensor *y, gl_reduction red);
 gl_tensor *gl_bce_with_logits(gl_tensor *x, gl_tensor *y, gl_reduction red);
 /* input is log-probabilities; target probabilities (or log-probabilities when
- * log_target). GL_REDUCE_MEAN here means PyTorch's "batchmean" is NOT used:
- * mean over all elements, as torch's reduction='mean'. */
+ * log_target). GL_REDUCE_MEAN is the mean over all elements, as torch's
+ * reduction='mean'; GL_REDUCE_BATCHMEAN divides the sum by the size of dim 0,
+ * the true KL divergence per sample. */
 gl_tensor *gl_kl_div(gl_tensor *input, gl_tensor *target, bool log_target, gl_reduction red);
 
 #endif
