@@ -1,5 +1,11 @@
 -- genlab: the Lua face of the engine. The C half is genlab.core; this file
 -- adds the pure-Lua layer on top and returns one table.
 local gl = require "genlab.core"
+-- Registered before the submodules load, so they can `require "genlab"` too.
+package.loaded.genlab = gl
+
+require "genlab.nn"    -- extends gl.nn: Sequential, ModuleList, Lua modules
+require "genlab.optim" -- extends gl.optim
+gl.checkpoint = require "genlab.checkpoint"
 
 return gl
