@@ -17,7 +17,7 @@ static void account(size_t nbytes)
     }
 }
 
-gl_storage *gl_storage_new(size_t nbytes)
+static gl_storage *storage_alloc(size_t nbytes, bool zero)
 {
     gl_storage *s = calloc(1, sizeof *s);
     /* aligned_alloc needs a size that is a multiple of the alignment */
@@ -32,13 +32,16 @@ gl_storage *gl_storage_new(size_t nbytes)
         free(data);
         return gl_error_null(GL_ENOMEM, "out of memory allocating %zu bytes", nbytes);
     }
-    if (rounded) memset(data, 0, rounded);
+    if (rounded && zero) memset(data, 0, rounded);
     s->data = data;
     s->nbytes = nbytes;
     s->refs = 1;
     account(nbytes);
     return s;
 }
+
+gl_storage *gl_storage_new(size_t nbytes) { return storage_alloc(nbytes, true); }
+gl_storage *gl_storage_new_uninit(size_t nbytes) { return storage_alloc(nbytes, false); }
 
 gl_storage *gl_storage_wrap(void *data, size_t nbytes, bool readonly,
                             void (*release)(void *, void *, size_t), void *ctx)

@@ -19,6 +19,8 @@ typedef struct gl_storage {
 
 /* Zero-filled owned storage; NULL with an error set when out of memory. */
 gl_storage *gl_storage_new(size_t nbytes);
+/* Owned storage with undefined contents, for outputs a kernel overwrites whole. */
+gl_storage *gl_storage_new_uninit(size_t nbytes);
 /* Wraps memory the caller owns; release(ctx, data, nbytes) runs at the last unref. */
 gl_storage *gl_storage_wrap(void *data, size_t nbytes, bool readonly,
                             void (*release)(void *, void *, size_t), void *ctx);

@@ -57,18 +57,22 @@ static gl_tensor *tensor_shell(gl_dtype dt, int ndim, const int64_t *shape, int6
     return t;
 }
 
-gl_tensor *gl_tensor_new(gl_dtype dt, int ndim, const int64_t *shape)
+static gl_tensor *tensor_alloc(gl_dtype dt, int ndim, const int64_t *shape, bool zero)
 {
     int64_t numel;
     gl_tensor *t = tensor_shell(dt, ndim, shape, &numel);
     if (!t) return NULL;
-    t->storage = gl_storage_new((size_t)numel * gl_dtype_size(dt));
+    size_t nbytes = (size_t)numel * gl_dtype_size(dt);
+    t->storage = zero ? gl_storage_new(nbytes) : gl_storage_new_uninit(nbytes);
     if (!t->storage) {
         free(t);
         return NULL;
     }
     return t;
 }
+
+gl_tensor *gl_tensor_new(gl_dtype dt, int ndim, const int64_t *shape) { return tensor_alloc(dt, ndim, shape, true); }
+gl_tensor *gl_tensor_empty(gl_dtype dt, int ndim, const int64_t *shape) { return tensor_alloc(dt, ndim, shape, false); }
 
 gl_tensor *gl_tensor_new_like(const gl_tensor *t) { return gl_tensor_new(t->dtype, t->ndim, t->shape); }
 

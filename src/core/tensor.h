@@ -48,6 +48,9 @@ bool gl_shape_equal(int ndim_a, const int64_t *a, int ndim_b, const int64_t *b);
 /* A zero-filled tensor. NULL with an error set on bad shape or no memory. */
 gl_tensor *gl_tensor_new(gl_dtype dt, int ndim, const int64_t *shape);
 gl_tensor *gl_tensor_new_like(const gl_tensor *t);
+/* Like gl_tensor_new but with undefined contents: only for outputs that the
+ * caller overwrites completely (skips a memset that costs as much as the op). */
+gl_tensor *gl_tensor_empty(gl_dtype dt, int ndim, const int64_t *shape);
 gl_tensor *gl_tensor_scalar(float v);
 /* A tensor over existing storage (retained) starting at offset bytes. */
 gl_tensor *gl_tensor_from_storage(gl_storage *s, size_t offset, gl_dtype dt, int ndim,

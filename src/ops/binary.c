@@ -165,7 +165,7 @@ static gl_tensor *binary(binary_op op, gl_tensor *a, gl_tensor *b)
                              gl_dtype_name(a->dtype), gl_dtype_name(b->dtype));
     gl_broadcast bc;
     if (gl_broadcast_shapes(name, a, b, &bc) != GL_OK) return NULL;
-    gl_tensor *out = gl_tensor_new(GL_F32, bc.ndim, bc.shape);
+    gl_tensor *out = gl_tensor_empty(GL_F32, bc.ndim, bc.shape);
     if (!out) return NULL;
     const float *pa = gl_tensor_f32(a), *pb = gl_tensor_f32(b);
     float *po = gl_tensor_f32(out);

@@ -1,6 +1,7 @@
 /* The one place that calls cblas_sgemm. It also keeps OpenBLAS's thread
  * count equal to genlab's OpenMP count: both run on the same OpenMP pool. */
 #include <cblas.h>
+#include <omp.h>
 
 #include "core/threads.h"
 #include "ops/blas.h"
@@ -11,11 +12,18 @@ void gl_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
 {
     static int blas_threads;
     int want = gl_threads_get();
-    if (want != blas_threads) {
+    /* Inside a parallel region each caller runs its own single-threaded GEMM;
+     * only the outermost caller may change the pool size. */
+    if (want != blas_threads && !omp_in_parallel()) {
         openblas_set_num_threads(want);
         blas_threads = want;
     }
     if (M == 0 || N == 0) return;
+    if (K == 0) { /* C = beta * C; BLAS may skip the product and leave C untouched */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
                 (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }

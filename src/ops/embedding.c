@@ -64,7 +64,7 @@ gl_tensor *gl_embedding(gl_tensor *weight, gl_tensor *ids)
     int64_t shape[GL_MAX_DIMS];
     for (int k = 0; k < ids->ndim; k++) shape[k] = ids->shape[k];
     shape[ids->ndim] = C;
-    gl_tensor *out = gl_tensor_new(GL_F32, ids->ndim + 1, shape);
+    gl_tensor *out = gl_tensor_empty(GL_F32, ids->ndim + 1, shape);
     if (!out) return NULL;
     const float *w = gl_tensor_f32(weight);
     float *o = gl_tensor_f32(out);

@@ -17,7 +17,7 @@
 static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
                  int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    if (M == 0 || N == 0 || K == 0) return;
+    if (M == 0 || N == 0) return;
     gl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
@@ -183,7 +183,7 @@ gl_tensor *gl_matmul(gl_tensor *a, gl_tensor *b)
                              gl_dtype_name(a->dtype), gl_dtype_name(b->dtype));
     mm_plan p;
     if (mm_plan_make(a, b, &p) != GL_OK) return NULL;
-    gl_tensor *out = gl_tensor_new(GL_F32, p.ndim, p.shape);
+    gl_tensor *out = gl_tensor_empty(GL_F32, p.ndim, p.shape);
     if (!out) return NULL;
     const float *A = gl_tensor_f32(a), *B = gl_tensor_f32(b);
     float *C = gl_tensor_f32(out);
@@ -261,7 +261,7 @@ gl_tensor *gl_linear(gl_tensor *x, gl_tensor *w, gl_tensor *b)
     int64_t shape[GL_MAX_DIMS], R = 1;
     for (int k = 0; k < x->ndim - 1; k++) R *= (shape[k] = x->shape[k]);
     shape[x->ndim - 1] = out;
-    gl_tensor *y = gl_tensor_new(GL_F32, x->ndim, shape);
+    gl_tensor *y = gl_tensor_empty(GL_F32, x->ndim, shape);
     if (!y) return NULL;
     float *Y = gl_tensor_f32(y);
     if (b) { /* start from the bias in every row, then let the GEMM add into it */

@@ -147,7 +147,7 @@ static gl_tensor *norm(norm_kind kind, gl_tensor *x, gl_tensor *w, gl_tensor *b,
                                  name, pnames[k], gl_tensor_shape_str(params[k], s1, sizeof s1),
                                  gl_tensor_shape_str(x, s2, sizeof s2), (long long)C);
     if (!(eps >= 0.0f)) return gl_error_null(GL_EINVAL, "%s: eps must be >= 0, got %g", name, (double)eps);
-    gl_tensor *out = gl_tensor_new_like(x);
+    gl_tensor *out = gl_tensor_empty(GL_F32, x->ndim, x->shape);
     if (!out) return NULL;
     gl_tensor *ins[3] = {x, w, b};
     gl_node *nd;

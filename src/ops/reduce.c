@@ -870,7 +870,7 @@ static gl_tensor *softmax_like(const char *op, gl_tensor *x, int dim, bool log_s
 {
     span sp;
     if (span_dim(op, x, dim, true, &sp) != GL_OK) return NULL;
-    gl_tensor *out = gl_tensor_new(GL_F32, x->ndim, x->shape);
+    gl_tensor *out = gl_tensor_empty(GL_F32, x->ndim, x->shape);
     if (!out) return NULL;
     const float *px = gl_tensor_f32(x);
     float *po = gl_tensor_f32(out);

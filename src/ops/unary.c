@@ -166,7 +166,7 @@ static gl_tensor *unary(unary_op op, gl_tensor *x, float a, float b)
     if (x->dtype != GL_F32)
         return gl_error_null(GL_EINVAL, "%s: expected an f32 tensor, got %s (convert with :float())", name,
                              gl_dtype_name(x->dtype));
-    gl_tensor *out = gl_tensor_new(GL_F32, x->ndim, x->shape);
+    gl_tensor *out = gl_tensor_empty(GL_F32, x->ndim, x->shape);
     if (!out) return NULL;
     unary_forward(op, gl_tensor_f32(out), gl_tensor_f32(x), x->numel, a, b);
     gl_node *nd;
