@@ -18,9 +18,12 @@ check "installs genlab.pc" "test -f '$root/lib/pkgconfig/genlab.pc'"
 check "installs genlab(1)" "test -f '$root/share/man/man1/genlab.1'"
 check "installs genlab-lua(3)" "test -f '$root/share/man/man3/genlab-lua.3'"
 export LD_LIBRARY_PATH="$root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# A sanitizer build's module needs the ASan runtime preloaded into lua5.4; skip there.
+if [ "$GENLAB_ASAN" = yes ]; then n=$((n + 1)); echo "ok $n - # SKIP stock lua5.4 with an ASan module"; else
 check "stock lua5.4 can require genlab" \
   "LUA_PATH='$root/share/lua/5.4/?.lua;$root/share/lua/5.4/?/init.lua' LUA_CPATH='$root/lib/lua/5.4/?.so' \
    lua5.4 -e 'local gl = require \"genlab\"; assert(gl.zeros(2, 3):numel() == 6)'"
+fi
 check "the installed program runs scripts with its installed Lua files" \
   "printf 'local gl = require \"genlab\"; print(gl.ones(3):numel())' > '$dest/t.lua' &&
    GENLAB_LUADIR='$root/share/lua/5.4' '$root/bin/genlab' run '$dest/t.lua' | grep -q 3"

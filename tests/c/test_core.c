@@ -66,14 +66,17 @@ static void test_backward(void)
     ok(a->grad && gl_tensor_f32(a->grad)[0] == 4.0f, "da = b + 1 = 4");
     ok(b->grad && gl_tensor_f32(b->grad)[0] == 4.0f, "db sums over the broadcast dim: 2 + 2 = 4");
     ok(y->grad_fn == NULL, "graph freed after backward");
-    gl_tensor *bad = gl_tensor_new(GL_F32, 1, sb);
-    ok(gl_backward(a, NULL, false) != GL_OK || 1, "backward of a leaf accumulates");
-    ok(gl_add(a, gl_eye(4)) == NULL && strstr(gl_error_message(), "cannot broadcast"),
+    gl_tensor *seed = gl_full(GL_F32, 1, sb, 0.5);
+    ok(gl_backward(b, seed, false) == GL_OK && gl_tensor_f32(b->grad)[1] == 4.5f,
+       "backward of a leaf adds the seed to its gradient");
+    gl_tensor *eye = gl_eye(4);
+    ok(gl_add(a, eye) == NULL && strstr(gl_error_message(), "cannot broadcast"),
        "broadcast mismatch names the shapes: %s", gl_error_message());
+    gl_tensor_release(eye);
     char *s = gl_tensor_format(a);
     ok(s && strstr(s, "shape=[2,3]") && strstr(s, "dtype=f32"), "tensor prints with shape and dtype: %s", s);
     free(s);
-    gl_tensor_release(bad);
+    gl_tensor_release(seed);
     gl_tensor_release(ones);
     gl_tensor_release(y);
     gl_tensor_release(ab);
