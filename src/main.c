@@ -11,7 +11,7 @@ static const char usage[] =
     "usage: genlab [COMMAND] [ARGS]\n"
     "\n"
     "commands:\n"
-    "  (none)              start the interactive workbench on the shipped default\n"
+    "  (none)              the REPL, opened on the shipped tour (examples/tour.lua)\n"
     "  run FILE.lua [ARGS] run a Lua script headlessly (the script sees `arg`)\n"
     "  repl                a line REPL with readline history\n"
     "  bench               measure this machine: sgemm GFLOP/s, training throughput\n"
@@ -53,9 +53,18 @@ static int print_version(void)
     return run_lua_command("print(require('genlab').system_info())", 0, NULL);
 }
 
+/* No command: the REPL, opened on the shipped tour (a model already training). */
+static int open_default(void)
+{
+    char tour[4096];
+    snprintf(tour, sizeof tour, "%s/tour.lua", gl_runtime_examples_dir());
+    char *args[1] = {tour};
+    return gl_repl_main(1, args);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2) return gl_repl_main(0, NULL);
+    if (argc < 2) return open_default();
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);

@@ -15,5 +15,7 @@ check "script error exits 1" "\"$GENLAB\" run \"$tmp/err.lua\"; test \$? -eq 1"
 check "script error prints a traceback" "\"$GENLAB\" run \"$tmp/err.lua\" 2>&1 | grep -q 'stack traceback'"
 check "missing script exits 1 with its name" "\"$GENLAB\" run \"$tmp/nope.lua\" 2>&1 | grep -q 'nope.lua'"
 check "bench --quick --json runs every benchmark" "\"$GENLAB\" bench --quick --json | grep -q 'gpt train step'"
+check "no command opens the REPL on the trained tour" "echo 'print(steps, accuracy() > 0.9)' | \"$GENLAB\" | grep -q '^300	true$'"
+check "the build tree finds its Lua files without GENLAB_LUADIR" "echo 'print(gl.nn.Sequential ~= nil)' | GENLAB_LUADIR= \"$GENLAB\" repl | grep -q true"
 echo "1..$n"
 exit $fail

@@ -2,16 +2,15 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "lua/binding.h"
 
-#ifndef GENLAB_LUADIR
-#define GENLAB_LUADIR "/usr/local/share/lua/5.4"
-#endif
 
 static void *allocator(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -24,6 +23,33 @@ static void *allocator(void *ud, void *ptr, size_t osize, size_t nsize)
     return realloc(ptr, nsize);
 }
 
+/* True when /proc/self/exe lives in the build tree (libtool puts the real
+ * binary in .libs/), so the source tree's files are the ones that match. */
+static bool running_uninstalled(void)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return false;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash) return false;
+    *slash = '\0';
+    size_t len = strlen(GENLAB_BUILDDIR);
+    return strncmp(exe, GENLAB_BUILDDIR, len) == 0 && (exe[len] == '\0' || strcmp(exe + len, "/.libs") == 0);
+}
+
+const char *gl_runtime_luadir(void)
+{
+    const char *dir = getenv("GENLAB_LUADIR");
+    if (dir && *dir) return dir;
+    return running_uninstalled() ? GENLAB_SRCDIR "/lua" : GENLAB_LUADIR;
+}
+
+const char *gl_runtime_examples_dir(void)
+{
+    return running_uninstalled() ? GENLAB_SRCDIR "/examples" : GENLAB_EXAMPLESDIR;
+}
+
 lua_State *gl_runtime_new(void)
 {
     lua_State *L = lua_newstate(allocator, NULL);
@@ -34,10 +60,8 @@ lua_State *gl_runtime_new(void)
     lua_pushcfunction(L, luaopen_genlab_core);
     lua_setfield(L, -2, "genlab.core");
     lua_pop(L, 1);
-    /* genlab's Lua files come first on the path: GENLAB_LUADIR (set by the
-     * test suite to the source tree) or the installed directory. */
-    const char *dir = getenv("GENLAB_LUADIR");
-    if (!dir || !*dir) dir = GENLAB_LUADIR;
+    /* genlab's Lua files come first on the path. */
+    const char *dir = gl_runtime_luadir();
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));

@@ -7,6 +7,11 @@
 #include <lua.h>
 
 lua_State *gl_runtime_new(void);
+/* The directory of genlab's Lua files: $GENLAB_LUADIR, else the source
+ * tree when this program runs from its build tree, else the installed one. */
+const char *gl_runtime_luadir(void);
+/* The shipped examples, found the same way (no environment override). */
+const char *gl_runtime_examples_dir(void);
 /* Sets the global `arg` like lua.c: arg[0] = script, arg[1..] = args. */
 void gl_runtime_set_args(lua_State *L, const char *script, int argc, char **argv);
 /* Runs chunk/file with a traceback handler; on error prints "genlab: msg" and
