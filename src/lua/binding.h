@@ -55,6 +55,14 @@ bool gl_lua_optfield_bool(lua_State *L, int idx, const char *key, bool def);
 /* Raises "op: unknown option 'key'" when the table at idx has a key not in allowed (NULL-terminated). */
 void gl_lua_check_options(lua_State *L, int idx, const char *op, const char *const *allowed);
 
+/* nn modules as Lua userdata (src/lua/l_nn.c). push takes the caller's
+ * reference when owned and raises the current error when m is NULL. */
+typedef struct gl_module gl_module;
+gl_module *gl_lua_checkmodule(lua_State *L, int idx);
+int gl_lua_push_module(lua_State *L, gl_module *m, bool owned);
+/* Extra methods for modules of one class (looked up before the common ones). */
+void gl_lua_register_module_methods(lua_State *L, const char *class_name, const luaL_Reg *funcs);
+
 /* Registers funcs into the table at module_idx; with as_methods, also as Tensor methods. */
 void gl_lua_register(lua_State *L, int module_idx, const luaL_Reg *funcs, bool as_methods);
 

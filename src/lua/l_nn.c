@@ -27,6 +27,7 @@
 
 #define GL_LUA_MODULE "genlab.Module"
 #define MODULE_METHODS "genlab.Module.methods"
+#define MODULE_CLASS_METHODS "genlab.Module.class_methods"
 #define MODULE_CACHE "genlab.Module.cache"
 #define TENSOR_LIST "genlab.nn.TensorList"
 
@@ -63,7 +64,15 @@ static void push_tensor(lua_State *L, gl_tensor *t)
 
 /* --- module userdata ------------------------------------------------------------ */
 
-static gl_module *check_module(lua_State *L, int idx)
+void gl_lua_register_module_methods(lua_State *L, const char *class_name, const luaL_Reg *funcs)
+{
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, MODULE_CLASS_METHODS);
+    luaL_getsubtable(L, -1, class_name);
+    luaL_setfuncs(L, funcs, 0);
+    lua_pop(L, 2);
+}
+
+gl_module *gl_lua_checkmodule(lua_State *L, int idx)
 {
     module_ud *u = luaL_checkudata(L, idx, GL_LUA_MODULE);
     if (!u->m) luaL_error(L, "attempt to use a freed module");
@@ -72,7 +81,7 @@ static gl_module *check_module(lua_State *L, int idx)
 
 /* Pushes the userdata of m, taking the caller's reference when owned, or
  * raises the current error when m is NULL. */
-static int push_module(lua_State *L, gl_module *m, bool owned)
+int gl_lua_push_module(lua_State *L, gl_module *m, bool owned)
 {
     if (!m) return gl_lua_fail(L);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, MODULE_CACHE);
@@ -130,7 +139,7 @@ typedef gl_status (*walk_fn)(const gl_module *m, gl_tensor_list *out);
 
 static int traverse(lua_State *L, walk_fn fn, bool named)
 {
-    gl_module *m = check_module(L, 1);
+    gl_module *m = gl_lua_checkmodule(L, 1);
     gl_tensor_list *l = new_list(L);
     gl_lua_check(L, fn(m, l));
     push_list(L, l, named);
@@ -144,13 +153,13 @@ static int m_named_buffers(lua_State *L) { return traverse(L, gl_module_named_bu
 
 static int m_named_children(lua_State *L)
 {
-    gl_module *m = check_module(L, 1);
+    gl_module *m = gl_lua_checkmodule(L, 1);
     lua_createtable(L, (int)m->n_children, 0);
     for (int64_t k = 0; k < m->n_children; k++) {
         lua_createtable(L, 2, 0);
         lua_pushstring(L, m->children[k].name);
         lua_rawseti(L, -2, 1);
-        push_module(L, m->children[k].m, false);
+        gl_lua_push_module(L, m->children[k].m, false);
         lua_rawseti(L, -2, 2);
         lua_rawseti(L, -2, k + 1);
     }
@@ -159,7 +168,7 @@ static int m_named_children(lua_State *L)
 
 static int m_state_dict(lua_State *L)
 {
-    gl_module *m = check_module(L, 1);
+    gl_module *m = gl_lua_checkmodule(L, 1);
     gl_tensor_list *l = new_list(L);
     gl_lua_check(L, gl_module_state_dict(m, l));
     lua_createtable(L, 0, (int)l->n);
@@ -212,7 +221,7 @@ static int load_into(lua_State *L, const gl_tensor_list *dst, int src_idx, int o
 
 static int m_load_state_dict(lua_State *L)
 {
-    gl_module *m = check_module(L, 1);
+    gl_module *m = gl_lua_checkmodule(L, 1);
     gl_tensor_list *dst = new_list(L);
     gl_lua_check(L, gl_module_state_dict(m, dst));
     return load_into(L, dst, 2, 3);
@@ -220,39 +229,39 @@ static int m_load_state_dict(lua_State *L)
 
 static int m_forward(lua_State *L)
 {
-    gl_module *m = check_module(L, 1);
+    gl_module *m = gl_lua_checkmodule(L, 1);
     return gl_lua_push(L, gl_module_forward(m, gl_lua_checktensor(L, 2)));
 }
 
 static int m_train(lua_State *L)
 {
-    gl_module_train(check_module(L, 1), lua_isnone(L, 2) ? true : lua_toboolean(L, 2));
+    gl_module_train(gl_lua_checkmodule(L, 1), lua_isnone(L, 2) ? true : lua_toboolean(L, 2));
     lua_settop(L, 1);
     return 1;
 }
 
 static int m_eval(lua_State *L)
 {
-    gl_module_train(check_module(L, 1), false);
+    gl_module_train(gl_lua_checkmodule(L, 1), false);
     lua_settop(L, 1);
     return 1;
 }
 
 static int m_training(lua_State *L)
 {
-    lua_pushboolean(L, check_module(L, 1)->training);
+    lua_pushboolean(L, gl_lua_checkmodule(L, 1)->training);
     return 1;
 }
 
 static int m_zero_grad(lua_State *L)
 {
-    gl_module_zero_grad(check_module(L, 1));
+    gl_module_zero_grad(gl_lua_checkmodule(L, 1));
     return 0;
 }
 
 static int m_requires_grad_(lua_State *L)
 {
-    gl_module_requires_grad(check_module(L, 1), lua_isnone(L, 2) ? true : lua_toboolean(L, 2));
+    gl_module_requires_grad(gl_lua_checkmodule(L, 1), lua_isnone(L, 2) ? true : lua_toboolean(L, 2));
     lua_settop(L, 1);
     return 1;
 }
@@ -262,7 +271,7 @@ static const char *const count_opts[] = {"trainable", NULL};
 /* num_parameters([{trainable = false}]): elements over distinct parameters. */
 static int m_num_parameters(lua_State *L)
 {
-    gl_module *m = check_module(L, 1);
+    gl_module *m = gl_lua_checkmodule(L, 1);
     gl_lua_check_options(L, 2, "num_parameters", count_opts);
     lua_pushinteger(L, gl_module_num_parameters(m, gl_lua_optfield_bool(L, 2, "trainable", false)));
     return 1;
@@ -270,7 +279,7 @@ static int m_num_parameters(lua_State *L)
 
 static int m_describe(lua_State *L)
 {
-    char *s = gl_module_describe(check_module(L, 1));
+    char *s = gl_module_describe(gl_lua_checkmodule(L, 1));
     if (!s) return gl_lua_fail(L);
     lua_pushstring(L, s);
     free(s);
@@ -294,7 +303,7 @@ static int m_tostring(lua_State *L)
 
 static int m_len(lua_State *L)
 {
-    lua_pushinteger(L, check_module(L, 1)->n_children);
+    lua_pushinteger(L, gl_lua_checkmodule(L, 1)->n_children);
     return 1;
 }
 
@@ -303,14 +312,22 @@ static int m_len(lua_State *L)
 static int m_index(lua_State *L)
 {
     if (lua_type(L, 2) == LUA_TSTRING) {
+        module_ud *u = luaL_checkudata(L, 1, GL_LUA_MODULE);
+        if (u->m) { /* methods of the module's own class (e.g. a model's generate) first */
+            luaL_getsubtable(L, LUA_REGISTRYINDEX, MODULE_CLASS_METHODS);
+            if (lua_getfield(L, -1, u->m->cls->name) == LUA_TTABLE &&
+                lua_getfield(L, -1, lua_tostring(L, 2)) != LUA_TNIL)
+                return 1;
+            lua_settop(L, 2);
+        }
         lua_getfield(L, LUA_REGISTRYINDEX, MODULE_METHODS);
         if (lua_getfield(L, -1, lua_tostring(L, 2)) != LUA_TNIL) return 1;
     }
-    gl_module *m = check_module(L, 1);
+    gl_module *m = gl_lua_checkmodule(L, 1);
     if (lua_type(L, 2) == LUA_TNUMBER) {
         lua_Integer i = luaL_checkinteger(L, 2);
         if (i < 1 || i > m->n_children) return lua_pushnil(L), 1;
-        return push_module(L, m->children[i - 1].m, false);
+        return gl_lua_push_module(L, m->children[i - 1].m, false);
     }
     if (lua_type(L, 2) != LUA_TSTRING) return lua_pushnil(L), 1;
     const char *key = lua_tostring(L, 2);
@@ -318,14 +335,14 @@ static int m_index(lua_State *L)
     if (!t) t = gl_module_buffer(m, key);
     if (t) return push_tensor(L, t), 1;
     gl_module *child = gl_module_child(m, key);
-    if (child) return push_module(L, child, false);
+    if (child) return gl_lua_push_module(L, child, false);
     lua_pushnil(L);
     return 1;
 }
 
 static int m_newindex(lua_State *L)
 {
-    gl_module *m = check_module(L, 1);
+    gl_module *m = gl_lua_checkmodule(L, 1);
     const char *key = luaL_checkstring(L, 2);
     gl_tensor *t = gl_lua_totensor(L, 3);
     if (!t || (!gl_module_param(m, key) && !gl_module_buffer(m, key)))
@@ -364,7 +381,7 @@ static int l_linear(lua_State *L)
     static const char *const keys[] = {"in_features", "out_features", "bias", NULL};
     check_config(L, "Linear", keys);
     lua_Integer in = need_int(L, "Linear", "in_features"), out = need_int(L, "Linear", "out_features");
-    return push_module(L, gl_nn_linear_new(in, out, gl_lua_optfield_bool(L, 1, "bias", true)), true);
+    return gl_lua_push_module(L, gl_nn_linear_new(in, out, gl_lua_optfield_bool(L, 1, "bias", true)), true);
 }
 
 static int l_embedding(lua_State *L)
@@ -372,7 +389,7 @@ static int l_embedding(lua_State *L)
     static const char *const keys[] = {"num", "dim", NULL};
     check_config(L, "Embedding", keys);
     lua_Integer num = need_int(L, "Embedding", "num"), dim = need_int(L, "Embedding", "dim");
-    return push_module(L, gl_nn_embedding_new(num, dim), true);
+    return gl_lua_push_module(L, gl_nn_embedding_new(num, dim), true);
 }
 
 static int l_layer_norm(lua_State *L)
@@ -381,7 +398,7 @@ static int l_layer_norm(lua_State *L)
     check_config(L, "LayerNorm", keys);
     lua_Integer dim = need_int(L, "LayerNorm", "dim");
     float eps = (float)gl_lua_optfield_number(L, 1, "eps", 1e-5);
-    return push_module(L,
+    return gl_lua_push_module(L,
                        gl_nn_layer_norm_new(dim, eps, gl_lua_optfield_bool(L, 1, "affine", true),
                                             gl_lua_optfield_bool(L, 1, "bias", true)),
                        true);
@@ -392,14 +409,14 @@ static int l_rms_norm(lua_State *L)
     static const char *const keys[] = {"dim", "eps", NULL};
     check_config(L, "RMSNorm", keys);
     lua_Integer dim = need_int(L, "RMSNorm", "dim");
-    return push_module(L, gl_nn_rms_norm_new(dim, (float)gl_lua_optfield_number(L, 1, "eps", 1e-6)), true);
+    return gl_lua_push_module(L, gl_nn_rms_norm_new(dim, (float)gl_lua_optfield_number(L, 1, "eps", 1e-6)), true);
 }
 
 static int l_dropout(lua_State *L)
 {
     static const char *const keys[] = {"p", NULL};
     check_config(L, "Dropout", keys);
-    return push_module(L, gl_nn_dropout_new((float)gl_lua_optfield_number(L, 1, "p", 0.5)), true);
+    return gl_lua_push_module(L, gl_nn_dropout_new((float)gl_lua_optfield_number(L, 1, "p", 0.5)), true);
 }
 
 static const char *const no_keys[] = {NULL};
@@ -407,7 +424,7 @@ static const char *const no_keys[] = {NULL};
 static int activation(lua_State *L, const char *op, gl_activation kind)
 {
     check_config(L, op, no_keys);
-    return push_module(L, gl_nn_activation_new(kind, 0.0f), true);
+    return gl_lua_push_module(L, gl_nn_activation_new(kind, 0.0f), true);
 }
 
 static int l_relu(lua_State *L) { return activation(L, "ReLU", GL_ACT_RELU); }
@@ -423,7 +440,7 @@ static int l_gelu(lua_State *L)
     const char *a = lua_isnil(L, -1) ? "none" : luaL_checkstring(L, -1);
     if (strcmp(a, "none") != 0 && strcmp(a, "tanh") != 0)
         return luaL_error(L, "GELU: approximate must be \"none\" or \"tanh\" (got \"%s\")", a);
-    return push_module(L, gl_nn_activation_new(strcmp(a, "tanh") == 0 ? GL_ACT_GELU_TANH : GL_ACT_GELU, 0.0f), true);
+    return gl_lua_push_module(L, gl_nn_activation_new(strcmp(a, "tanh") == 0 ? GL_ACT_GELU_TANH : GL_ACT_GELU, 0.0f), true);
 }
 
 static int l_leaky_relu(lua_State *L)
@@ -431,7 +448,7 @@ static int l_leaky_relu(lua_State *L)
     static const char *const keys[] = {"slope", NULL};
     check_config(L, "LeakyReLU", keys);
     float slope = (float)gl_lua_optfield_number(L, 1, "slope", 0.01);
-    return push_module(L, gl_nn_activation_new(GL_ACT_LEAKY_RELU, slope), true);
+    return gl_lua_push_module(L, gl_nn_activation_new(GL_ACT_LEAKY_RELU, slope), true);
 }
 
 /* --- helpers for lua/genlab/nn.lua ---------------------------------------------------- */
