@@ -14,6 +14,8 @@ static const char usage[] =
     "  (none)              the REPL, opened on the shipped tour (examples/tour.lua)\n"
     "  run FILE.lua [ARGS] run a Lua script headlessly (the script sees `arg`)\n"
     "  repl                a line REPL with readline history\n"
+    "  generate --model PATH --prompt TEXT [FLAGS]\n"
+    "                      generate text with a language model (see genlab(1))\n"
     "  bench               measure this machine: sgemm GFLOP/s, training throughput\n"
     "  --help, -h          this text\n"
     "  --version, -v       version, BLAS and threading\n"
@@ -73,6 +75,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-v") == 0) return print_version();
     if (strcmp(cmd, "run") == 0) return run_script(argc - 2, argv + 2);
     if (strcmp(cmd, "repl") == 0) return gl_repl_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "generate") == 0)
+        return run_lua_command("os.exit(require('genlab.cli').generate(arg))", argc - 2, argv + 2);
     if (strcmp(cmd, "bench") == 0) return run_lua_command("require('genlab.bench').main(arg)", argc - 2, argv + 2);
     if (cmd[0] != '-' && strlen(cmd) > 4 && strcmp(cmd + strlen(cmd) - 4, ".lua") == 0)
         return run_script(argc - 1, argv + 1);

@@ -7,5 +7,10 @@ package.loaded.genlab = gl
 require "genlab.nn"    -- extends gl.nn: Sequential, ModuleList, Lua modules
 require "genlab.optim" -- extends gl.optim
 gl.checkpoint = require "genlab.checkpoint"
+require "genlab.tokenizer" -- extends gl.tokenizer
+require "genlab.models"    -- extends gl.models: constructors, load, save
+require "genlab.generate"  -- model:generate, logprobs, score
+gl.data = require "genlab.data"
+gl.train = require "genlab.train"
 
 return gl

@@ -17,5 +17,8 @@ int luaopen_genlab_core(lua_State *L)
     gl_lua_open_nn(L, m);
     gl_lua_open_optim(L, m);
     gl_lua_open_sys(L, m);
+    gl_lua_open_text(L, m);
+    gl_lua_open_models(L, m);
+    gl_lua_open_sample(L, m);
     return 1;
 }

@@ -1,0 +1,73 @@
+/* The decoder-only transformer family in one model: minGPT / nanoGPT /
+ * GPT-2, GPT-Neo and LLaMA, selected by gl_gpt_config.
+ *
+ * Dimension letters: B batch, T time, C channels (n_embd), V vocab,
+ * NH query heads, KVH key/value heads, HS head size (C / NH), L layers,
+ * F MLP hidden size.
+ *
+ * A GPT is a gl_module (src/nn/module.h): parameters, state_dict, train/eval
+ * and the optimizers work on it like on any module. Its parameter names are
+ * documented in gpt.c; src/models/gpt_io.c maps them to and from the
+ * Hugging Face layouts and llama2.c checkpoints. */
+#ifndef GL_MODELS_GPT_H
+#define GL_MODELS_GPT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/tensor.h"
+#include "nn/module.h"
+
+typedef enum {
+    GL_GPT_GPT2 = 0, /* learned positions, pre-LayerNorm, GELU MLP, biases (minGPT, nanoGPT, GPT-2) */
+    GL_GPT_NEO,      /* GPT-2 plus alternating global / local (windowed) attention, no 1/sqrt(HS) scaling */
+    GL_GPT_LLAMA     /* RMSNorm, rotary positions, SwiGLU MLP, no biases, grouped-query attention */
+} gl_gpt_arch;
+
+typedef struct {
+    gl_gpt_arch arch;
+    int64_t vocab_size;
+    int64_t block_size; /* longest context (learned positions / cache size) */
+    int64_t n_layer;
+    int64_t n_head;
+    int64_t n_kv_head;  /* 0 means n_head */
+    int64_t n_embd;
+    int64_t n_hidden;   /* MLP hidden size F; 0 means the architecture's default */
+    float dropout;      /* embeddings, attention probabilities and residual branches */
+    float norm_eps;     /* LayerNorm / RMSNorm epsilon; 0 means the default (1e-5) */
+    float rope_theta;   /* LLaMA; 0 means 10000 */
+    bool bias;          /* linear layers and LayerNorms have biases (GPT-2 family) */
+    bool tie_head;      /* output head shares the token embedding */
+    bool gelu_tanh;     /* GPT-2's tanh GELU instead of the exact one (nanoGPT) */
+    int64_t window;     /* GPT-Neo local attention window */
+    uint64_t local_layers; /* GPT-Neo: bit i set when layer i uses local attention */
+} gl_gpt_config;
+
+/* Fills the defaults that 0 stands for and checks the rest; errors name the field. */
+gl_status gl_gpt_config_finish(gl_gpt_config *cfg);
+/* A GPT with freshly initialized parameters (GPT-2's scheme: N(0, 0.02),
+ * residual projections scaled by 1/sqrt(2 L), zero biases, unit norms),
+ * drawn from the genlab RNG. */
+gl_module *gl_gpt_new(const gl_gpt_config *cfg);
+/* The config of a GPT module, or NULL when m is not one. */
+const gl_gpt_config *gl_gpt_config_of(const gl_module *m);
+
+/* ids [B,T] (i32/i64, T <= block_size) -> logits [B,T,V], recorded for
+ * autograd. When targets [B,T] is given, *loss is the mean cross-entropy
+ * over positions whose target is not -1. */
+gl_tensor *gl_gpt_forward(gl_module *m, gl_tensor *ids, gl_tensor *targets, gl_tensor **loss);
+
+/* Incremental inference with a KV cache; no autograd, no allocation per token. */
+typedef struct gl_gpt_session gl_gpt_session;
+/* capacity: positions the cache holds, at most block_size. */
+gl_gpt_session *gl_gpt_session_new(gl_module *m, int64_t capacity);
+void gl_gpt_session_free(gl_gpt_session *s);
+void gl_gpt_session_reset(gl_gpt_session *s);
+int64_t gl_gpt_session_length(const gl_gpt_session *s);
+int64_t gl_gpt_session_capacity(const gl_gpt_session *s);
+/* Appends n tokens. logits receives [n, V] when all_positions, else the
+ * last position's [V]. Fails (and appends nothing) when the cache would overflow. */
+gl_status gl_gpt_session_append(gl_gpt_session *s, const int64_t *ids, int64_t n, float *logits,
+                                bool all_positions);
+
+#endif
