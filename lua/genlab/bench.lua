@@ -3,20 +3,32 @@
 -- steps (forward, backward, AdamW) of a small MLP and of a char-level
 -- transformer built here from genlab ops, then peak memory.
 --
---   genlab bench [--quick] [--threads N] [--json]
+--   genlab bench [--quick] [--threads N] [--json] [--[no-]reference] [--rounds N]
 --
 -- Times are wall-clock (gl.clock, monotonic): os.clock sums CPU time over
 -- threads. Each measurement warms up, then repeats until it has run for a
 -- minimum time, so small and large cases are timed equally well.
+--
+-- The reference is bench/torch_reference.py: the same models and timings
+-- in PyTorch, run by /usr/bin/python3 in a child process with the same
+-- thread count. Rounds alternate reference and genlab and keep the best of
+-- each, so a change in the machine's load hits both sides alike.
 local gl = require "genlab"
 
 local M = {}
 
 local usage = [[
-usage: genlab bench [--quick] [--threads N] [--json]
-  --quick      small sizes and short timings (seconds, for tests)
-  --threads N  OpenMP + BLAS threads (default: GENLAB_THREADS or all cores)
-  --json       print the results as one JSON line instead of a table
+usage: genlab bench [--quick] [--threads N] [--json] [--[no-]reference] [--rounds N]
+  --quick         small sizes and short timings (seconds, for tests)
+  --threads N     OpenMP + BLAS threads (default: GENLAB_THREADS or all cores)
+  --json          print the results as one JSON line instead of a table
+  --reference     also run the PyTorch reference and print genlab/PyTorch ratios
+                  (the default without --quick when /usr/bin/python3 has torch)
+  --no-reference  do not run it
+  --rounds N      measure N times, alternating with the reference; keep the best
+                  (default: 2 with the reference, else 1)
+environment: GENLAB_BENCH_REFERENCE (path of torch_reference.py),
+             GENLAB_BENCH_PYTHON (interpreter, default /usr/bin/python3)
 ]]
 
 local function parse(args)
@@ -28,9 +40,12 @@ local function parse(args)
       o.quick = true
     elseif a == "--json" then
       o.json = true
-    elseif a == "--threads" then
-      o.threads = math.tointeger(tonumber(args[i + 1]))
-      if not o.threads or o.threads < 1 then return nil, "--threads needs a positive integer" end
+    elseif a == "--reference" or a == "--no-reference" then
+      o.reference = a == "--reference"
+    elseif a == "--threads" or a == "--rounds" then
+      local n = math.tointeger(tonumber(args[i + 1]))
+      if not n or n < 1 then return nil, a .. " needs a positive integer" end
+      o[a:sub(3)] = n
       i = i + 1
     elseif a == "--help" or a == "-h" then
       o.help = true
@@ -71,6 +86,25 @@ local function adamw(params)
   return gl.optim.adamw(params, { lr = 1e-3, weight_decay = 0.1 })
 end
 
+local function count(params)
+  local n = 0
+  for _, p in ipairs(params) do n = n + p:numel() end
+  return n
+end
+
+-- One training step of loss_fn. first.loss keeps the loss of the first call
+-- (the warm-up, at initialisation): with the parameter count it shows that
+-- the reference trains the same model.
+local function train_step(opt, loss_fn, first)
+  return function()
+    opt:zero_grad()
+    local loss = loss_fn()
+    if not first.loss then first.loss = loss:item() end
+    loss:backward()
+    opt:step()
+  end
+end
+
 -- ---- sgemm -------------------------------------------------------------------------
 
 local function bench_sgemm(n, o)
@@ -86,16 +120,15 @@ local function bench_mlp(o)
   local B, D, H, K = 128, 784, 256, 10
   local w1, b1 = param({ H, D }, 1 / math.sqrt(D)), const({ H }, 0)
   local w2, b2 = param({ K, H }, 1 / math.sqrt(H)), const({ K }, 0)
-  local opt = adamw{ w1, b1, w2, b2 }
+  local params = { w1, b1, w2, b2 }
+  local opt = adamw(params)
   local x, y = gl.randn{ B, D }, gl.randint(0, K, { B })
-  local function step()
-    opt:zero_grad()
-    local loss = gl.cross_entropy(gl.linear(gl.relu(gl.linear(x, w1, b1)), w2, b2), y)
-    loss:backward()
-    opt:step()
-  end
+  local first = {}
+  local step = train_step(opt, function()
+    return gl.cross_entropy(gl.linear(gl.relu(gl.linear(x, w1, b1)), w2, b2), y)
+  end, first)
   local s = time(step, o.quick and 0.1 or 2, o.quick and 1 or 10)
-  return B / s
+  return B / s, count(params), first.loss
 end
 
 -- ---- transformer: char-level GPT, pre-LayerNorm, GELU MLP, learned positions ---------
@@ -160,13 +193,10 @@ local function bench_gpt(cfg, o)
   local idx, targets = gl.randint(0, cfg.V, { cfg.B, cfg.T }), gl.randint(0, cfg.V, { cfg.B, cfg.T })
   local pos = gl.arange(cfg.T, { dtype = "i64" })
   local mask = gl.triu(gl.ones{ cfg.T, cfg.T }, 1) -- 1 above the diagonal: the future
-  local function step()
-    opt:zero_grad()
-    gpt_loss(p, cfg, idx, targets, pos, mask):backward()
-    opt:step()
-  end
+  local first = {}
+  local step = train_step(opt, function() return gpt_loss(p, cfg, idx, targets, pos, mask) end, first)
   local s = time(step, o.quick and 0.1 or 3, o.quick and 1 or 10)
-  return cfg.B * cfg.T / s
+  return cfg.B * cfg.T / s, count(list), first.loss
 end
 
 -- ---- memory -------------------------------------------------------------------------------
@@ -179,6 +209,72 @@ local function peak_rss()
   f:close()
   local kb = s:match("VmHWM:%s*(%d+)%s*kB")
   return kb and tonumber(kb) * 1024 or nil
+end
+
+-- ---- the PyTorch reference ------------------------------------------------------------
+
+-- The reference script: GENLAB_BENCH_REFERENCE, else bench/torch_reference.py
+-- in the source tree this file is in (lua/genlab/bench.lua). Returns its
+-- path, or nil and why not.
+local function reference_script()
+  local path = os.getenv("GENLAB_BENCH_REFERENCE")
+  if not path or path == "" then
+    local src = debug.getinfo(1, "S").source
+    local file = src:sub(1, 1) == "@" and src:sub(2)
+    if not file then return nil, "bench/torch_reference.py not found (set GENLAB_BENCH_REFERENCE)" end
+    path = (file:match("^(.*)/") or ".") .. "/../../bench/torch_reference.py"
+  end
+  local f = io.open(path)
+  if not f then return nil, path .. " not found (set GENLAB_BENCH_REFERENCE)" end
+  f:close()
+  return path
+end
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", [['\'']]) .. "'"
+end
+
+-- The reference prints flat objects of strings and numbers (see
+-- torch_reference.py), which patterns read.
+local function read_flat(obj)
+  local t = {}
+  for k, v in obj:gmatch('"([%w_]+)":%s*"([^"]*)"') do t[k] = v end
+  for k, v in obj:gmatch('"([%w_]+)":%s*([-+%d.eE]+)') do t[k] = tonumber(v) end
+  return t
+end
+
+-- Runs the reference once in a child process. Returns { torch, threads,
+-- results = { ["name|config"] = { value, params, loss } } }, or nil and why.
+local function run_reference(script, o, threads)
+  local python = os.getenv("GENLAB_BENCH_PYTHON") or "/usr/bin/python3"
+  local f = io.popen(("%s %s --threads %d%s 2>&1"):format(shell_quote(python), shell_quote(script), threads,
+                                                          o.quick and " --quick" or ""))
+  local out = f:read("a")
+  local _, how, code = f:close()
+  if how == "exit" and code == 127 then return nil, python .. " not found (set GENLAB_BENCH_PYTHON)" end
+  local line
+  for l in out:gmatch("[^\n]+") do
+    if l:sub(1, 1) == "{" then line = l end
+  end
+  if not line then
+    local last = out:match("([^\n]+)\n*$")
+    return nil, ("%s %s failed (%s %s)%s"):format(python, script, how == "signal" and "signal" or "exit status", code,
+                                                  last and ": " .. last or "")
+  end
+  local top = read_flat((line:gsub("%b[]", "")))
+  if top.error then return nil, top.error end
+  local ref = { torch = top.torch, threads = top.threads, results = {} }
+  for obj in (line:match('"results":%s*(%b[])') or ""):gmatch("%b{}") do
+    local r = read_flat(obj)
+    ref.results[r.name .. "|" .. r.config] = r
+  end
+  return ref
+end
+
+-- Folds one run into best: the highest value, the first params and loss.
+local function keep_best(best, value, params, loss)
+  if value and (not best.value or value > best.value) then best.value = value end
+  best.params, best.loss = best.params or params, best.loss or loss
 end
 
 -- ---- output ------------------------------------------------------------------------------
@@ -199,24 +295,57 @@ local function json_value(v)
     return '"' .. v:gsub('[%c"\\]', function(c)
       return c == '"' and '\\"' or c == "\\" and "\\\\" or ("\\u%04x"):format(c:byte())
     end) .. '"'
+  elseif math.type(v) == "integer" then
+    return tostring(v)
   elseif type(v) == "number" then
-    return v ~= v and "null" or ("%.6g"):format(v)
+    return (v ~= v or v == math.huge or v == -math.huge) and "null" or ("%.6g"):format(v)
   end
   return tostring(v)
+end
+
+local function num(v, f)
+  return v and (f or "%.1f"):format(v) or "-"
 end
 
 local function print_table(info, rows)
   print(info.system)
   print(("threads: %d%s"):format(info.threads, info.quick and "   (--quick: short timings)" or ""))
+  local ref = info.reference
+  local with_ref = ref and ref.torch
+  if with_ref then
+    print(("reference: PyTorch %s (threads %d), best of %d alternating rounds; ratio = genlab / PyTorch, > 1: genlab faster")
+      :format(ref.torch, ref.threads, info.rounds))
+  end
+  if ref and ref.error then print("reference: " .. (with_ref and "a round failed: " or "not run: ") .. ref.error) end
   print()
-  local fmt = "%-28s %-22s %12s  %s"
-  print(fmt:format("benchmark", "config", "result", "unit"))
-  print(fmt:format(("-"):rep(28), ("-"):rep(22), ("-"):rep(12), ("-"):rep(9)))
+  local fmt = with_ref and "%-28s %-22s %12s %12s %6s  %s" or "%-28s %-22s %12s  %s"
+  local function line(name, config, value, unit, r, ratio)
+    if with_ref then return fmt:format(name, config, value, r, ratio, unit) end
+    return fmt:format(name, config, value, unit)
+  end
+  print(line("benchmark", "config", with_ref and "genlab" or "result", "unit", "PyTorch", "ratio"))
+  print(line(("-"):rep(28), ("-"):rep(22), ("-"):rep(12), ("-"):rep(9), ("-"):rep(12), ("-"):rep(6)))
   for _, r in ipairs(rows) do
+    local rv = r.reference and r.reference.value
     if r.error then
-      print(fmt:format(r.name, r.config, "failed", r.error))
+      print(line(r.name, r.config, "failed", r.error, num(rv), "-"))
     else
-      print(fmt:format(r.name, r.config, ("%.1f"):format(r.value), r.unit))
+      print(line(r.name, r.config, num(r.value), r.unit, num(rv), num(r.ratio, "%.2f")))
+    end
+  end
+  -- The same model has the same parameter count, and at initialisation a
+  -- loss near ln(classes) (ln 10 = 2.30, ln 65 = 4.17) on random targets.
+  print()
+  print("model check: parameters, loss of the first step (at initialisation)")
+  for _, r in ipairs(rows) do
+    if r.params then
+      local s = ("  %-26s genlab %9d, %s"):format(r.name, r.params, num(r.loss, "%.4f"))
+      local rr = r.reference
+      if rr and rr.params then
+        s = s .. ("   PyTorch %9d, %s"):format(rr.params, num(rr.loss, "%.4f"))
+        if rr.params ~= r.params then s = s .. "   PARAMETER COUNTS DIFFER" end
+      end
+      print(s)
     end
   end
 end
@@ -243,22 +372,60 @@ function M.main(args)
     config = ("L%d C%d NH%d T%d B%d V%d"):format(gpt.L, gpt.C, gpt.NH, gpt.T, gpt.B, gpt.V),
     run = function() return bench_gpt(gpt, o) end,
   }
+
+  -- Without --quick the reference runs unless --no-reference; with it, only on --reference.
+  local script, why
+  if o.reference or (o.reference == nil and not o.quick) then script, why = reference_script() end
+  local rounds = o.rounds or ((script and not o.quick) and 2 or 1)
+  local best, ref = {}, nil
+  for i = 1, #cases do best[i] = {} end
+  local round = 1
+  while round <= rounds do
+    if script then
+      local r, e = run_reference(script, o, info.threads)
+      if r then
+        ref = ref or { torch = r.torch, threads = r.threads, results = {} }
+        for key, row in pairs(r.results) do
+          ref.results[key] = ref.results[key] or {}
+          keep_best(ref.results[key], row.value, row.params, row.loss)
+        end
+      else
+        script, why = nil, e
+        if not ref and not o.rounds then rounds = 1 end
+      end
+    end
+    for i, c in ipairs(cases) do
+      local ok, value, params, loss = pcall(c.run)
+      collectgarbage()
+      if ok then keep_best(best[i], value, params, loss) else best[i].error = tostring(value) end
+    end
+    round = round + 1
+  end
+  info.rounds = rounds
+  if ref or why then info.reference = { torch = ref and ref.torch, threads = ref and ref.threads, error = why } end
+  if why and o.json then io.stderr:write("genlab bench: reference: ", why, "\n") end
+
   local rows, failed = {}, 0
-  for _, c in ipairs(cases) do
-    local ok, value = pcall(c.run)
-    collectgarbage()
-    local row = { name = c.name, config = c.config, unit = c.unit }
-    if ok then
-      row.value = value
-    else
-      row.error = tostring(value)
-      failed = failed + 1
+  local function add(row, rate)
+    local r = ref and ref.results[row.name .. "|" .. row.config]
+    if r then
+      row.reference = { value = r.value, params = r.params, loss = r.loss }
+      if rate and row.value and r.value > 0 then row.ratio = row.value / r.value end
     end
     rows[#rows + 1] = row
   end
+  for i, c in ipairs(cases) do
+    local b = best[i]
+    local row = { name = c.name, config = c.config, unit = c.unit, value = b.value, params = b.params, loss = b.loss }
+    if not b.value then
+      row.error = b.error
+      failed = failed + 1
+    end
+    add(row, true)
+  end
   local rss, peak = peak_rss(), gl.memory().peak
-  if rss then rows[#rows + 1] = { name = "peak RSS", config = "VmHWM", value = rss / 2 ^ 20, unit = "MiB" } end
-  rows[#rows + 1] = { name = "peak tensor memory", config = "gl.memory().peak", value = peak / 2 ^ 20, unit = "MiB" }
+  if rss then add{ name = "peak RSS", config = "VmHWM", value = rss / 2 ^ 20, unit = "MiB" } end
+  add{ name = "peak tensor memory", config = "gl.memory().peak", value = peak / 2 ^ 20, unit = "MiB" }
   if o.json then
     info.results = rows
     print(json_value(info))
