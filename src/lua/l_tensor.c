@@ -56,6 +56,8 @@ static int shape_args(lua_State *L, int64_t *shape, int *opts_idx, const char *o
 }
 
 static const char *const create_opts[] = {"dtype", "requires_grad", NULL};
+static const char *const random_opts[] = {"requires_grad", NULL}; /* rand and randn draw f32 only */
+static const char *const dtype_opts[] = {"dtype", NULL};
 
 static int finish_new(lua_State *L, gl_tensor *t, int opts_idx)
 {
@@ -77,9 +79,11 @@ static int filled(lua_State *L, const char *op, double value)
 static int l_zeros(lua_State *L) { return filled(L, "zeros", 0.0); }
 static int l_ones(lua_State *L) { return filled(L, "ones", 1.0); }
 
+/* full(shape-table, value [, {dtype=, requires_grad=}]) */
 static int l_full(lua_State *L)
 {
     int64_t shape[GL_MAX_DIMS];
+    if (!lua_istable(L, 1)) return luaL_error(L, "full: shape must be a table, e.g. gl.full({2, 3}, 7)");
     int nd = gl_lua_checkshape(L, 1, shape, "full");
     double v = luaL_checknumber(L, 2);
     gl_lua_check_options(L, 3, "full", create_opts);
@@ -91,7 +95,7 @@ static int l_rand(lua_State *L)
     int64_t shape[GL_MAX_DIMS];
     int opts;
     int nd = shape_args(L, shape, &opts, "rand");
-    if (opts) gl_lua_check_options(L, opts, "rand", create_opts);
+    if (opts) gl_lua_check_options(L, opts, "rand", random_opts);
     return finish_new(L, gl_rand(nd, shape), opts);
 }
 
@@ -100,18 +104,22 @@ static int l_randn(lua_State *L)
     int64_t shape[GL_MAX_DIMS];
     int opts;
     int nd = shape_args(L, shape, &opts, "randn");
-    if (opts) gl_lua_check_options(L, opts, "randn", create_opts);
+    if (opts) gl_lua_check_options(L, opts, "randn", random_opts);
     return finish_new(L, gl_randn(nd, shape), opts);
 }
 
-/* randint(low, high, shape) */
+/* randint(low, high, shape-table [, {dtype="i64"}]) */
 static int l_randint(lua_State *L)
 {
     lua_Integer lo = luaL_checkinteger(L, 1), hi = luaL_checkinteger(L, 2);
     int64_t shape[GL_MAX_DIMS];
-    luaL_checktype(L, 3, LUA_TTABLE);
+    if (!lua_istable(L, 3)) return luaL_error(L, "randint: shape must be a table, e.g. gl.randint(0, 10, {4})");
     int nd = gl_lua_checkshape(L, 3, shape, "randint");
-    return gl_lua_push(L, gl_randint(lo, hi, nd, shape));
+    gl_lua_check_options(L, 4, "randint", dtype_opts);
+    gl_dtype dt = opt_dtype(L, lua_istable(L, 4) ? 4 : 0, GL_I64, "randint");
+    if (dt == GL_I64) return gl_lua_push(L, gl_randint(lo, hi, nd, shape));
+    gl_lua_push(L, gl_randint(lo, hi, nd, shape));
+    return gl_lua_push(L, gl_to_dtype(gl_lua_totensor(L, -1), dt));
 }
 
 /* arange(stop) | arange(start, stop [, step]) [, {dtype=}] */
@@ -119,6 +127,7 @@ static int l_arange(lua_State *L)
 {
     int top = lua_gettop(L), opts = 0;
     if (top && lua_istable(L, top)) opts = top--;
+    if (opts) gl_lua_check_options(L, opts, "arange", dtype_opts);
     double start = 0, stop, step = 1;
     if (top == 1) {
         stop = luaL_checknumber(L, 1);
@@ -272,6 +281,14 @@ static void tolist(lua_State *L, const gl_tensor *t, int d, int64_t base)
     }
 }
 
+/* In-place writes to a tensor the tape tracks would corrupt gradients, as
+ * in PyTorch; optimizers and initializers write inside no_grad. */
+static void check_writable(lua_State *L, const gl_tensor *t, const char *op)
+{
+    if (t->requires_grad && gl_grad_enabled())
+        luaL_error(L, "%s: in-place change of a tensor that requires grad (wrap it in gl.no_grad)", op);
+}
+
 /* Linear position (1-based, row-major) into the data, checked. */
 static int64_t flat_pos(lua_State *L, const gl_tensor *t, int idx, const char *op)
 {
@@ -294,6 +311,7 @@ static int l_setflat(lua_State *L)
 {
     gl_tensor *t = gl_lua_checktensor(L, 1);
     int64_t i = flat_pos(L, t, 2, "setflat");
+    check_writable(L, t, "setflat");
     double v = luaL_checknumber(L, 3);
     if (t->storage->readonly) return luaL_error(L, "setflat: tensor is read-only");
     gl_tensor_set(t, i, v);
@@ -328,6 +346,7 @@ static int l_byte(lua_State *L) { return convert(L, GL_U8); }
 static int l_fill_(lua_State *L)
 {
     gl_tensor *t = gl_lua_checktensor(L, 1);
+    check_writable(L, t, "fill_");
     gl_lua_check(L, gl_fill_(t, luaL_checknumber(L, 2)));
     lua_settop(L, 1);
     return 1;
@@ -335,7 +354,9 @@ static int l_fill_(lua_State *L)
 
 static int l_zero_(lua_State *L)
 {
-    gl_lua_check(L, gl_fill_(gl_lua_checktensor(L, 1), 0.0));
+    gl_tensor *t = gl_lua_checktensor(L, 1);
+    check_writable(L, t, "zero_");
+    gl_lua_check(L, gl_fill_(t, 0.0));
     lua_settop(L, 1);
     return 1;
 }
@@ -343,6 +364,7 @@ static int l_zero_(lua_State *L)
 static int l_copy_(lua_State *L)
 {
     gl_tensor *dst = gl_lua_checktensor(L, 1), *src = gl_lua_checktensor(L, 2);
+    check_writable(L, dst, "copy_");
     gl_lua_check(L, gl_copy_(dst, src));
     lua_settop(L, 1);
     return 1;
@@ -442,8 +464,7 @@ static int l_newindex(lua_State *L)
         return gl_lua_errorf(L, "index: position %lld out of range for dim 1 of shape %s", (long long)i,
                           gl_tensor_shape_str(t, s, sizeof s));
     }
-    if (t->requires_grad && gl_grad_enabled())
-        return luaL_error(L, "index: in-place assignment to a tensor that requires grad (use gl.no_grad)");
+    check_writable(L, t, "index");
     int64_t inner = t->numel / t->shape[0];
     gl_lua_push(L, gl_tensor_from_storage(t->storage, t->offset + (size_t)(z * inner) * gl_dtype_size(t->dtype),
                                           t->dtype, t->ndim - 1, t->shape + 1));

@@ -67,4 +67,12 @@ T.eq(p.grad:getflat(2), 8, "retain_graph lets backward run twice and gradients a
 T.raises(function() loss:backward() end, "already freed", "a third backward on a freed graph raises")
 p.grad = nil
 T.eq(p.grad, nil, "t.grad = nil drops the gradient")
+T.raises(function() p:fill_(0) end, "fill_: in-place change of a tensor that requires grad", "in-place ops refuse tracked tensors")
+T.raises(function() p:setflat(1, 0) end, "setflat: in-place change", "setflat refuses tracked tensors")
+gl.no_grad(function() p:copy_(gl.zeros(3)) end)
+T.eq(p:getflat(2), 0, "in-place writes work inside no_grad")
+T.raises(function() gl.full(2, 2, 7) end, "shape must be a table", "full takes its shape as a table")
+T.raises(function() gl.randn({2}, {dtype = "i64"}) end, "unknown option 'dtype'", "randn draws f32 only")
+T.raises(function() gl.arange(3, {foo = 1}) end, "unknown option 'foo'", "arange checks its options")
+T.eq(gl.randint(0, 5, {3}, {dtype = "i32"}):dtype(), "i32", "randint takes a dtype")
 T.done()
