@@ -27,7 +27,7 @@ static int l_backward(lua_State *L)
 static int l_requires_grad_(lua_State *L)
 {
     gl_tensor *t = gl_lua_checktensor(L, 1);
-    gl_lua_check(L, gl_set_requires_grad(t, lua_isnone(L, 2) ? true : lua_toboolean(L, 2)));
+    gl_lua_check(L, gl_set_requires_grad(t, lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2)));
     lua_settop(L, 1);
     return 1;
 }
@@ -122,8 +122,8 @@ static gl_status lua_fn_backward(gl_node *nd)
         int idx = lua_gettop(L) - nd->n_inputs + 1 + k;
         gl_tensor *g = gl_lua_totensor(L, idx);
         float *buf;
+        if (lua_isnil(L, idx)) continue; /* no gradient for this input: leave .grad alone */
         if ((res = gl_node_grad(nd, k, &buf)) != GL_OK || !buf) continue;
-        if (lua_isnil(L, idx)) continue;
         char a[128], b[128];
         if (!g || g->dtype != GL_F32 || g->numel != nd->inputs[k]->numel) {
             res = gl_error(GL_EINVAL, "Function backward: gradient %d must be an f32 tensor of shape %s%s%s", k + 1,

@@ -235,7 +235,7 @@ static int m_forward(lua_State *L)
 
 static int m_train(lua_State *L)
 {
-    gl_module_train(gl_lua_checkmodule(L, 1), lua_isnone(L, 2) ? true : lua_toboolean(L, 2));
+    gl_module_train(gl_lua_checkmodule(L, 1), lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
     lua_settop(L, 1);
     return 1;
 }
@@ -261,7 +261,7 @@ static int m_zero_grad(lua_State *L)
 
 static int m_requires_grad_(lua_State *L)
 {
-    gl_module_requires_grad(gl_lua_checkmodule(L, 1), lua_isnone(L, 2) ? true : lua_toboolean(L, 2));
+    gl_module_requires_grad(gl_lua_checkmodule(L, 1), lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
     lua_settop(L, 1);
     return 1;
 }
