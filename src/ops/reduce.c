@@ -543,6 +543,27 @@ static float row_max(const float *x, int64_t n)
 /* The shift used before exponentiating: the max, or 0 when it is infinite. */
 static inline float finite_shift(float m) { return isinf(m) ? 0.0f : m; }
 
+/* The max of each of the w strided columns of a lane. */
+static void lane_max(const float *x, int64_t n, int64_t st, int w, float *m)
+{
+    for (int j = 0; j < w; j++) m[j] = -INFINITY;
+    for (int64_t k = 0; k < n; k++) {
+        const float *r = x + k * st;
+        for (int j = 0; j < w; j++)
+            if (r[j] > m[j]) m[j] = r[j];
+    }
+}
+
+/* s[j] = sum over the column of exp(x - m[j]), accumulated in double. */
+static void lane_expsum(const float *x, int64_t n, int64_t st, int w, const float *m, double *s)
+{
+    for (int j = 0; j < w; j++) s[j] = 0.0;
+    for (int64_t k = 0; k < n; k++) {
+        const float *r = x + k * st;
+        for (int j = 0; j < w; j++) s[j] += expf(r[j] - m[j]);
+    }
+}
+
 /* max + log(sum(exp(x - max))); an infinite max is not subtracted, so all
  * -inf gives -inf and any +inf gives +inf. */
 static void lane_logsumexp(const float *x, int64_t n, int64_t st, int w, float *out)
@@ -556,21 +577,10 @@ static void lane_logsumexp(const float *x, int64_t n, int64_t st, int w, float *
     }
     float m[BLK];
     double s[BLK];
-    for (int j = 0; j < w; j++) {
-        m[j] = -INFINITY;
-        s[j] = 0.0;
-    }
-    for (int64_t k = 0; k < n; k++) {
-        const float *r = x + k * st;
-        for (int j = 0; j < w; j++)
-            if (r[j] > m[j]) m[j] = r[j];
-    }
+    lane_max(x, n, st, w, m);
     for (int j = 0; j < w; j++)
         m[j] = finite_shift(m[j]);
-    for (int64_t k = 0; k < n; k++) {
-        const float *r = x + k * st;
-        for (int j = 0; j < w; j++) s[j] += expf(r[j] - m[j]);
-    }
+    lane_expsum(x, n, st, w, m, s);
     for (int j = 0; j < w; j++) out[j] = m[j] + (float)log(s[j]);
 }
 
@@ -774,21 +784,10 @@ static void lane_softmax(const float *x, float *y, int64_t n, int64_t st, int w,
         return;
     }
     float m[BLK], c[BLK];
-    double s[BLK];
-    for (int j = 0; j < w; j++) {
-        m[j] = -INFINITY;
-        s[j] = 0.0;
-    }
-    for (int64_t k = 0; k < n; k++) {
-        const float *r = x + k * st;
-        for (int j = 0; j < w; j++)
-            if (r[j] > m[j]) m[j] = r[j];
-    }
+    double s[BLK] = {0};
+    lane_max(x, n, st, w, m);
     if (log_space) {
-        for (int64_t k = 0; k < n; k++) {
-            const float *r = x + k * st;
-            for (int j = 0; j < w; j++) s[j] += expf(r[j] - m[j]);
-        }
+        lane_expsum(x, n, st, w, m, s);
         for (int j = 0; j < w; j++) c[j] = (float)log(s[j]);
         for (int64_t k = 0; k < n; k++) {
             const float *r = x + k * st;
