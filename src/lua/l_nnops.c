@@ -1,11 +1,14 @@
 /* Binding of the network ops and losses: gl.matmul (also t:matmul), gl.linear,
  * the normalizations, embedding, dropout and the losses. Names and defaults
- * follow torch.nn.functional; id and target tensors hold 0-based values. */
+ * follow torch.nn.functional; id and target tensors hold 0-based values.
+ * Also the fused attention (gl.attention) and rotary embeddings (gl.rope). */
 #include <string.h>
 
 #include "lua/binding.h"
+#include "ops/attention.h"
 #include "ops/matmul.h"
 #include "ops/nnops.h"
+#include "ops/rope.h"
 
 /* A tensor or nil at idx. */
 static gl_tensor *opttensor(lua_State *L, int idx)
@@ -146,6 +149,64 @@ static int l_kl_div(lua_State *L)
     return gl_lua_push(L, gl_kl_div(x, y, log_target, opt_reduction(L, o, "kl_div", true)));
 }
 
+static const char *const attention_opts[] = {"scale", "causal", "window", "dropout", "training", NULL};
+
+/* The attention options at idx; HS gives the default scale 1/sqrt(HS). */
+static gl_attention_opts opt_attention(lua_State *L, int idx, const char *op, int64_t HS)
+{
+    int o = options(L, idx, op, attention_opts);
+    gl_attention_opts a = gl_attention_opts_default(HS);
+    a.scale = (float)gl_lua_optfield_number(L, o, "scale", a.scale);
+    a.causal = gl_lua_optfield_bool(L, o, "causal", a.causal);
+    a.window = opt_integer(L, o, op, "window", 0);
+    a.dropout = (float)gl_lua_optfield_number(L, o, "dropout", 0.0);
+    a.training = gl_lua_optfield_bool(L, o, "training", false);
+    return a;
+}
+
+/* attention(q, k, v [, {scale=1/sqrt(HS), causal=true, window=0, dropout=0, training=false}])
+ * q [B,NH,T,HS], k and v [B,KVH,S,HS] -> [B,NH,T,HS] */
+static int l_attention(lua_State *L)
+{
+    gl_tensor *q = gl_lua_checktensor(L, 1), *k = gl_lua_checktensor(L, 2), *v = gl_lua_checktensor(L, 3);
+    gl_attention_opts a = opt_attention(L, 4, "attention", q->ndim > 0 ? q->shape[q->ndim - 1] : 1);
+    return gl_lua_push(L, gl_attention(q, k, v, &a));
+}
+
+/* Internal, for tests: the KV-cache decode kernel on tensors.
+ * _attention_decode(q [n,NH,HS], k_cache, v_cache [KVH,capacity,HS] [, {scale=, window=, length=capacity}])
+ * -> [n,NH,HS]: the n queries are the last n of the first `length` cached positions. */
+static int l_attention_decode(lua_State *L)
+{
+    static const char *const allowed[] = {"scale", "window", "length", NULL};
+    gl_tensor *q = gl_lua_checktensor(L, 1), *k = gl_lua_checktensor(L, 2), *v = gl_lua_checktensor(L, 3);
+    int o = options(L, 4, "_attention_decode", allowed);
+    if (q->ndim != 3 || k->ndim != 3 || q->dtype != GL_F32 || k->dtype != GL_F32 || v->dtype != GL_F32 ||
+        !gl_shape_equal(k->ndim, k->shape, v->ndim, v->shape) || k->shape[2] != q->shape[2])
+        return luaL_error(L, "_attention_decode: expected f32 q [n,NH,HS], k and v [KVH,capacity,HS]");
+    gl_attention_opts a = gl_attention_opts_default(q->shape[2]);
+    a.scale = (float)gl_lua_optfield_number(L, o, "scale", a.scale);
+    a.window = opt_integer(L, o, "_attention_decode", "window", 0);
+    int64_t S = opt_integer(L, o, "_attention_decode", "length", k->shape[1]);
+    gl_lua_push(L, gl_tensor_empty(GL_F32, 3, q->shape));
+    gl_tensor *out = gl_lua_checktensor(L, -1);
+    int64_t NH = q->shape[1], HS = q->shape[2];
+    gl_lua_check(L, gl_attention_decode(gl_tensor_f32(out), NH * HS, gl_tensor_f32(q), NH * HS, q->shape[0],
+                                        gl_tensor_f32(k), gl_tensor_f32(v), k->shape[1], S, NH, k->shape[0], HS, &a));
+    return 1;
+}
+
+/* rope(x [, {offset=0, theta=10000}]): x [..., T, HS], row t at position offset + t */
+static int l_rope(lua_State *L)
+{
+    static const char *const allowed[] = {"offset", "theta", NULL};
+    gl_tensor *x = gl_lua_checktensor(L, 1);
+    int o = options(L, 2, "rope", allowed);
+    int64_t offset = opt_integer(L, o, "rope", "offset", 0);
+    float theta = (float)gl_lua_optfield_number(L, o, "theta", 10000.0);
+    return gl_lua_push(L, gl_rope(x, offset, theta));
+}
+
 static const luaL_Reg methods[] = {
     {"matmul", l_matmul},
     {NULL, NULL},
@@ -164,6 +225,9 @@ static const luaL_Reg functions[] = {
     {"binary_cross_entropy", l_bce},
     {"binary_cross_entropy_with_logits", l_bce_logits},
     {"kl_div", l_kl_div},
+    {"attention", l_attention},
+    {"_attention_decode", l_attention_decode},
+    {"rope", l_rope},
     {NULL, NULL},
 };
 
