@@ -51,6 +51,11 @@ gl_status gl_gpt_config_finish(gl_gpt_config *cfg);
 gl_module *gl_gpt_new(const gl_gpt_config *cfg);
 /* The config of a GPT module, or NULL when m is not one. */
 const gl_gpt_config *gl_gpt_config_of(const gl_module *m);
+/* "gpt2", "neo" or "llama". */
+const char *gl_gpt_arch_name(gl_gpt_arch arch);
+/* The MLP hidden size that n_hidden = 0 stands for: 4 C, or for LLaMA
+ * llama2.c's rule (2/3 of 4 C rounded up to a multiple of 256). */
+int64_t gl_gpt_default_hidden(const gl_gpt_config *cfg);
 
 /* ids [B,T] (i32/i64, T <= block_size) -> logits [B,T,V], recorded for
  * autograd. When targets [B,T] is given, *loss is the mean cross-entropy
