@@ -53,24 +53,12 @@ end
 
 -- ---- reading files ---------------------------------------------------------------------
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
--- The bytes of path, gunzipped when it starts with the gzip magic. Until the
--- C side reads gzip itself (gl.read_file), the gzip tool does it.
-local function read_with_gzip_tool(path)
-  local f, err = io.open(path, "rb")
-  if not f then error("data.text: cannot open " .. tostring(err), 3) end
-  local text = f:read("a")
-  f:close()
-  if text:sub(1, 2) ~= "\31\139" then return text end
-  local p = io.popen("gzip -dc " .. shell_quote(path) .. " 2>/dev/null", "r")
-  text = p:read("a")
-  local ok = p:close()
-  if not ok then error(("data.text: %s looks gzip-compressed but gzip -dc failed"):format(path), 3) end
+-- The bytes of path, gunzipped when it is gzip (gl.read_file, zlib).
+local function read_file(path)
+  local ok, text = pcall(gl.read_file, path)
+  if not ok then error("data.text: " .. tostring(text), 3) end
   return text
 end
-
-local read_file = gl.read_file or read_with_gzip_tool
 
 -- ---- the dataset ---------------------------------------------------------------------------
 

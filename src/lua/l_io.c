@@ -11,6 +11,7 @@
 
 #include "core/rng.h"
 #include "io/safetensors.h"
+#include "io/textfile.h"
 #include "lua/binding.h"
 
 #define RESULT_MT "genlab.safetensors"
@@ -202,7 +203,20 @@ static int l_set_rng_state(lua_State *L)
     return 0;
 }
 
+/* read_file(path) -> string: the whole file, gunzipped when it is gzip. */
+static int l_read_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    char *data;
+    size_t len;
+    gl_lua_check(L, gl_read_file(path, &data, &len));
+    lua_pushlstring(L, data, len);
+    free(data);
+    return 1;
+}
+
 static const luaL_Reg functions[] = {
+    {"read_file", l_read_file},
     {"save", l_save}, {"load", l_load}, {"rng_state", l_rng_state}, {"set_rng_state", l_set_rng_state}, {NULL, NULL},
 };
 

@@ -233,6 +233,23 @@ static int m_forward(lua_State *L)
     return gl_lua_push(L, gl_module_forward(m, gl_lua_checktensor(L, 2)));
 }
 
+/* m(...) calls the class's own forward when it has one (a model's
+ * forward(ids, targets) returns two values), else the one-tensor forward. */
+static int m_call(lua_State *L)
+{
+    gl_module *m = gl_lua_checkmodule(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, MODULE_CLASS_METHODS);
+    if (lua_getfield(L, -1, m->cls->name) == LUA_TTABLE && lua_getfield(L, -1, "forward") == LUA_TFUNCTION) {
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+        lua_insert(L, 1);
+        lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+        return lua_gettop(L);
+    }
+    lua_settop(L, 2);
+    return m_forward(L);
+}
+
 static int m_train(lua_State *L)
 {
     gl_module_train(gl_lua_checkmodule(L, 1), lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
@@ -615,7 +632,7 @@ static const luaL_Reg module_methods[] = {
 
 static const luaL_Reg module_meta[] = {
     {"__gc", m_free},         {"__close", m_free},       {"__tostring", m_tostring}, {"__len", m_len},
-    {"__index", m_index},     {"__newindex", m_newindex}, {"__call", m_forward},      {NULL, NULL},
+    {"__index", m_index},     {"__newindex", m_newindex}, {"__call", m_call},      {NULL, NULL},
 };
 
 static const luaL_Reg constructors[] = {
