@@ -17,6 +17,8 @@ check "missing script exits 1 with its name" "\"$GENLAB\" run \"$tmp/nope.lua\" 
 check "bench --quick --json runs every benchmark" "\"$GENLAB\" bench --quick --json | grep -q 'gpt train step'"
 check "no command opens the REPL on the trained tour" "echo 'print(steps, accuracy() > 0.9)' | \"$GENLAB\" | grep -q '^300	true$'"
 check "the build tree finds its Lua files without GENLAB_LUADIR" "echo 'print(gl.nn.Sequential ~= nil)' | GENLAB_LUADIR= \"$GENLAB\" repl | grep -q true"
+check "OpenMP threads wait passively by default" "echo 'print(os.getenv(\"OMP_WAIT_POLICY\"))' | env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT \"$GENLAB\" repl | grep -qx passive"
+check "a wait policy the user sets is kept" "echo 'print(os.getenv(\"OMP_WAIT_POLICY\"))' | OMP_WAIT_POLICY=active \"$GENLAB\" repl | grep -qx active"
 head -c 20000 "$top_srcdir/README.md" > "$tmp/corpus.txt"
 check "the char GPT example trains and saves a checkpoint" \
   "\"$GENLAB\" run \"$top_srcdir/examples/char_gpt.lua\" train --small --data \"$tmp/corpus.txt\" --max-steps 3 --eval-every 3 --out \"$tmp/char.ckpt\" && test -s \"$tmp/char.ckpt\""

@@ -158,7 +158,7 @@ check "tty: after interrupting tensor ops the next command runs (7*8 shows 56)" 
 finish ops
 
 start cancel
-wait_prompt cancel; tm send-keys -t cancel -l 'abc'; tm send-keys -t cancel C-c
+wait_prompt cancel; tm send-keys -t cancel -l 'abc'; wait_line cancel '> abc'; tm send-keys -t cancel C-c
 check "tty: Ctrl-C at the prompt drops the typed text and gives a new prompt" \
     "wait_line cancel '> abc\^C' && wait_prompt cancel"
 type_line cancel 'function g()'; wait_prompt cancel '...'; tm send-keys -t cancel C-c; wait_prompt cancel
