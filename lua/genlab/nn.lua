@@ -228,7 +228,7 @@ end
 local function summary(self)
   local all, trainable = self:num_parameters(), self:num_parameters { trainable = true }
   local count = all == trainable and tostring(all) or ("%d (%d trainable)"):format(all, trainable)
-  return self:describe() .. "\nparameters: " .. count
+  return self:describe() .. ("\nparameters: %s, %.2f MiB"):format(count, all * 4 / (1024 * 1024)) -- f32
 end
 
 -- ---- classes ------------------------------------------------------------------------------------

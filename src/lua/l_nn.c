@@ -17,6 +17,7 @@
  *   load_state_dict(sd [, {strict = true}])
  *       copies sd's tensors in; returns the lists of missing and unexpected
  *       names (empty when strict, which raises instead) */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -303,18 +304,20 @@ static int m_describe(lua_State *L)
     return 1;
 }
 
-/* The tree, then "parameters: N" (with the trainable count when some are frozen). */
+/* The tree, then "parameters: N (trainable count when some are frozen), bytes". */
 static int m_tostring(lua_State *L)
 {
     module_ud *u = luaL_checkudata(L, 1, GL_LUA_MODULE);
     if (!u->m) return lua_pushliteral(L, "Module(freed)"), 1;
     m_describe(L);
     int64_t all = gl_module_num_parameters(u->m, false), trainable = gl_module_num_parameters(u->m, true);
+    char size[64]; /* parameters are f32 */
+    snprintf(size, sizeof size, "%.2f MiB", (double)all * 4.0 / (1024.0 * 1024.0));
     if (all == trainable)
-        lua_pushfstring(L, "%s\nparameters: %I", lua_tostring(L, -1), (lua_Integer)all);
+        lua_pushfstring(L, "%s\nparameters: %I, %s", lua_tostring(L, -1), (lua_Integer)all, size);
     else
-        lua_pushfstring(L, "%s\nparameters: %I (%I trainable)", lua_tostring(L, -1), (lua_Integer)all,
-                        (lua_Integer)trainable);
+        lua_pushfstring(L, "%s\nparameters: %I (%I trainable), %s", lua_tostring(L, -1), (lua_Integer)all,
+                        (lua_Integer)trainable, size);
     return 1;
 }
 

@@ -178,7 +178,7 @@ do
   local s = tostring(net)
   T.ok(s:find("Sequential()\n  (0): Linear(in_features=3, out_features=4, bias=true)  weight [4,3]  bias [4]", 1, true)
     and s:find("\n    (1): LayerNorm(dim=2, eps=1e-05)  weight [2]  bias [2]", 1, true)
-    and s:find("parameters: 30$"), "tostring is a tree with shapes and the count", s)
+    and s:find("parameters: 30, 0%.00 MiB$"), "tostring is a tree with shapes and the count", s)
 end
 
 -- load_state_dict: copies, strict checks, messages, nothing changed on failure
