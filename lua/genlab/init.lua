@@ -12,5 +12,7 @@ require "genlab.models"    -- extends gl.models: constructors, load, save
 require "genlab.generate"  -- model:generate, logprobs, score
 gl.data = require "genlab.data"
 gl.train = require "genlab.train"
+gl.metrics = require "genlab.metrics"
+gl.notebook = require "genlab.notebook"
 
 return gl

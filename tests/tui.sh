@@ -1,0 +1,3 @@
+#!/bin/sh
+# being written
+echo "1..0 # SKIP the workbench is being written"
