@@ -11,6 +11,7 @@
 #include "autograd/tape.h"
 #include "core/interrupt.h"
 
+/* theta^(-2i/HS) as torch computes it: the power rounded to f32, then its f32 reciprocal. */
 static inline float inv_freq(int64_t i, int64_t HS, float theta)
 {
     float e = (float)(2 * i) / (float)HS;
@@ -130,7 +131,8 @@ gl_tensor *gl_rope(gl_tensor *x, int64_t offset, float theta)
     gl_tensor *out = gl_tensor_empty(GL_F32, x->ndim, x->shape);
     if (!out) return NULL;
     gl_node *nd;
-    if (x->numel > 0 && rope_apply(gl_tensor_f32(out), gl_tensor_f32(x), x->numel / HS, T, HS, offset, theta, false) != GL_OK)
+    if (x->numel > 0 &&
+        rope_apply(gl_tensor_f32(out), gl_tensor_f32(x), x->numel / HS, T, HS, offset, theta, false) != GL_OK)
         goto fail;
     if (gl_autograd_record(&nd, out, "rope", rope_backward, 1, &x) != GL_OK) goto fail;
     if (nd) {

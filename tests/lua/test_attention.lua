@@ -1,8 +1,8 @@
 -- Fused attention (gl.attention), the KV-cache decode kernel
 -- (gl._attention_decode, internal) and rotary embeddings (gl.rope), against
 -- references composed from matmul, masked_fill and softmax, hand-written Lua
--- loops and finite differences. Shapes with T < 32 take the plain-loop
--- kernel, T >= 32 the GEMM one; both are covered.
+-- loops and finite differences. Shapes with T < 8 take the plain-loop
+-- kernel, T >= 8 the GEMM one (row blocks of 32); both are covered.
 local T = require "tap"
 local G = require "gradcheck"
 local gl = require "genlab"
@@ -71,10 +71,12 @@ compare("GQA NH=4 KVH=2, plain", {2, 4, 2, 6, 6, 4})
 compare("GQA NH=4 KVH=2, GEMM", {2, 4, 2, 36, 36, 8})
 compare("GQA NH=4 KVH=1 (multi-query), plain", {1, 4, 1, 7, 7, 4})
 compare("GQA NH=4 KVH=1 (multi-query), GEMM", {2, 4, 1, 33, 33, 4})
-compare("window 3, plain", {2, 2, 2, 9, 9, 4}, {window = 3})
+compare("window 3, plain", {2, 2, 2, 7, 7, 4}, {window = 3})
 compare("window 10, GEMM (keys start after 0)", {1, 2, 2, 70, 70, 8}, {window = 10})
 compare("window 1 (only itself)", {1, 1, 1, 6, 6, 4}, {window = 1})
 compare("unscaled (scale = 1, GPT-Neo)", {2, 2, 2, 6, 6, 8}, {scale = 1})
+compare("GEMM, one short block (T = 8)", {2, 2, 1, 8, 8, 4})
+compare("GEMM, key prefix and window, T = 12", {1, 2, 2, 12, 20, 4}, {window = 6})
 compare("unscaled GEMM + window (GPT-Neo local)", {1, 2, 2, 40, 40, 8}, {scale = 1, window = 16})
 compare("key prefix S > T, plain", {2, 2, 2, 3, 7, 4})
 compare("key prefix S > T, GEMM", {1, 2, 2, 33, 50, 8})
@@ -178,6 +180,7 @@ G.run(T, {
   {"attention GQA NH=4 KVH=1", fn(), {input{1, 4, 3, 2}, input{1, 1, 3, 2}, input{1, 1, 3, 2}}},
   {"attention GQA KVH=1 (GEMM, T=32)", fn(), {input{1, 2, 32, 2}, input{1, 1, 32, 2}, input{1, 1, 32, 2}}},
   {"attention window 2", fn{window = 2}, {input{1, 2, 5, 3}, input{1, 2, 5, 3}, input{1, 2, 5, 3}}},
+  {"attention GEMM T=9 window 3 prefix", fn{window = 3}, {input{1, 1, 9, 2}, input{1, 1, 11, 2}, input{1, 1, 11, 2}}},
   {"attention window 5 (GEMM, T=34)", fn{window = 5}, {input{1, 1, 34, 2}, input{1, 1, 34, 2}, input{1, 1, 34, 2}}},
   {"attention unscaled", fn{scale = 1}, {input{1, 2, 4, 3}, input{1, 2, 4, 3}, input{1, 2, 4, 3}}},
   {"attention key prefix S=6 > T=3", fn(), {input{2, 1, 3, 3}, input{2, 1, 6, 3}, input{2, 1, 6, 3}}},
@@ -227,7 +230,8 @@ do
   T.eq(table.concat(out:shape(), ","), "1,2,0,4", "T = 0 gives an empty [B,NH,0,HS]")
   out:backward(gl.zeros{1, 2, 0, 4})
   T.ok(k.grad and k.grad:abs():sum():item() == 0, "T = 0: k gets a zero gradient")
-  T.eq(gl.attention(gl.zeros{0, 2, 3, 4}, gl.zeros{0, 1, 3, 4}, gl.zeros{0, 1, 3, 4}):numel(), 0, "B = 0 gives an empty result")
+  T.eq(gl.attention(gl.zeros{0, 2, 3, 4}, gl.zeros{0, 1, 3, 4}, gl.zeros{0, 1, 3, 4}):numel(), 0,
+    "B = 0 gives an empty result")
   local q2, k2, v2 = qkv(1, 2, 2, 4, 4, 8)
   T.eq(maxdiff(gl.attention(q2, k2, v2), gl.attention(q2, k2, v2, {scale = 1 / math.sqrt(8)})), 0,
     "the default scale is 1/sqrt(HS)")
@@ -237,7 +241,8 @@ end
 T.raises(function() gl.attention(gl.zeros{1, 3, 4, 2}, gl.zeros{1, 2, 4, 2}, gl.zeros{1, 2, 4, 2}) end,
   "attention: query heads (3) must be a multiple of kv heads (2)", "NH must be a multiple of KVH")
 T.raises(function() gl.attention(gl.zeros{1, 2, 5, 2}, gl.zeros{1, 2, 4, 2}, gl.zeros{1, 2, 4, 2}) end,
-  "attention: causal attention needs at least as many keys as queries (q [1,2,5,2], k [1,2,4,2])", "causal needs S >= T")
+  "attention: causal attention needs at least as many keys as queries (q [1,2,5,2], k [1,2,4,2])",
+  "causal needs S >= T")
 T.raises(function() gl.attention(gl.zeros{1, 2, 4, 2}, gl.zeros{1, 2, 4, 3}, gl.zeros{1, 2, 4, 3}) end,
   "attention: q [1,2,4,2] and k [1,2,4,3] differ in batch or head size", "head sizes must match")
 T.raises(function() gl.attention(gl.zeros{1, 2, 4, 2}, gl.zeros{1, 2, 4, 2}, gl.zeros{1, 2, 3, 2}) end,
@@ -282,7 +287,8 @@ do
   T.near(d1, d2, 1e-5, "rope: q.k depends only on the relative position")
   T.raises(function() gl.rope(gl.zeros{2, 3}) end, "rope: head size (last dim) must be even, got shape [2,3]",
     "rope rejects an odd head size")
-  T.raises(function() gl.rope(gl.zeros{2, 4}, {offset = -1}) end, "rope: offset must be >= 0", "rope rejects negative offsets")
+  T.raises(function() gl.rope(gl.zeros{2, 4}, {offset = -1}) end, "rope: offset must be >= 0",
+    "rope rejects negative offsets")
 end
 G.run(T, {
   {"rope", function(x) return gl.rope(x) end, {input{2, 2, 3, 4}}},
