@@ -38,6 +38,16 @@
 --   quiet           no console output; print_every (10) period of the plain
 --                   progress lines when stdout is not a terminal
 --   on_step         function(info, run) called after every step
+--   name            the run's name in gl.metrics (default "run1", "run2", ... in
+--                   the order runs are made): every step logs loss, lr,
+--                   tokens_per_s, grad_norm there, and train_loss, val_loss
+--                   when it evaluates. A new run (not resumed) clears the
+--                   metrics of its name first, so re-running a notebook cell
+--                   starts its curve again.
+--
+-- run:step(n) calls gl.yield_ui() after each step: inside a notebook job
+-- (gl.notebook) the UI gets control back between steps; elsewhere it does
+-- nothing.
 --
 -- Evaluation and sampling run on fixed seeds and put the random streams back
 -- as they were, so they change nothing in training. A step that fails (Ctrl-C
@@ -45,6 +55,7 @@
 -- random streams and the step count as they were after the last complete
 -- step, clears the gradients, and raises the error again.
 local gl = require "genlab"
+local metrics = require "genlab.metrics"
 
 local EVAL_SEED, SAMPLE_SEED = 0x5EED, 0x5A3
 
@@ -99,8 +110,10 @@ local options = {
   model = true, data = true, opt = true, lr = true, weight_decay = true, betas = true, clip = true, warmup = true,
   max_steps = true, min_lr = true, schedule = true, grad_accum = true, eval_every = true, eval_iters = true,
   sample_every = true, sample_fn = true, sample = true, checkpoint_every = true, checkpoint = true, log = true,
-  resume = true, quiet = true, on_step = true, print_every = true, meta = true,
+  resume = true, quiet = true, on_step = true, print_every = true, meta = true, name = true,
 }
+
+local unnamed = 0 -- runs made without a name
 
 local function fail(msg, ...) error("train: " .. msg:format(...), 0) end
 
@@ -200,6 +213,12 @@ local function new(o)
   if self.checkpoint_every and not self.checkpoint then fail("checkpoint_every needs a checkpoint path") end
   self.meta = opt_type(o, "meta", "table") or {}
   self.on_step = opt_type(o, "on_step", "function")
+  self.name = opt_type(o, "name", "string")
+  if self.name == "" then fail("name must not be empty") end
+  if not self.name then
+    unnamed = unnamed + 1
+    self.name = "run" .. unnamed
+  end
   self.quiet = o.quiet and true or false
   self.print_every = opt_int(o, "print_every", 10, 1)
   self.tty = not self.quiet and is_tty()
@@ -214,6 +233,7 @@ local function new(o)
     opt_type(o, "resume", "string")
     self:_restore(o.resume)
   end
+  if not o.resume then metrics.clear(self.name) end
   if o.log then
     opt_type(o, "log", "string")
     local f, err = io.open(o.log, o.resume and "a" or "w")
@@ -386,6 +406,8 @@ function Run:_one()
   info.elapsed = self.elapsed
   self:_logline(info)
   if not eval_ok then error(err, 0) end
+  metrics.log(self.name, step, { loss = loss, lr = lr, tokens_per_s = info.tokens_per_s, grad_norm = norm,
+                                 train_loss = info.train_loss, val_loss = info.val_loss })
 
   if self.tty then
     self:_print(progress_line(self, info), true)
@@ -416,6 +438,7 @@ function Run:step(n)
   for _ = 1, n do
     if self.max_steps and self.step_count >= self.max_steps then break end
     info = self:_one()
+    gl.yield_ui()
   end
   if self._open then
     io.stdout:write("\n")
