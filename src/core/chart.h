@@ -57,5 +57,14 @@ gl_status gl_chart_draw(gl_canvas *c, const gl_series *series, int n_series, con
  * grey ramp of characters is used instead of colours. */
 gl_status gl_image_draw(gl_canvas *c, const void *pixels, bool is_f32, int64_t h, int64_t w, int channels,
                         gl_glyphs glyphs);
+/* The cells (cols x rows) an h x w image takes when scaled to fit max_cols x
+ * max_rows cells keeping its aspect (a cell is one pixel wide, two tall). */
+void gl_image_fit(int64_t h, int64_t w, int max_cols, int max_rows, int *cols, int *rows);
+
+/* The nearest xterm-256 colour (6x6x6 cube or grey ramp) to an RGB colour. */
+int16_t gl_color_xterm256(uint8_t r, uint8_t g, uint8_t b);
+/* A number in at most ~6 characters for axis labels: 4.17, 0.25, 1.2e-3,
+ * 12k, 3.4M; prec significant digits (3 is the default look). Returns buf. */
+char *gl_chart_format_number(double v, int prec, char *buf, size_t n);
 
 #endif
