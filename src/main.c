@@ -1,4 +1,5 @@
 /* The genlab command. Exit codes: 0 success, 1 script error, 2 usage. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,13 +7,16 @@
 
 #include "config.h"
 #include "lua/runtime.h"
+#include "tui/app.h"
 #include "tui/repl.h"
 
 static const char usage[] =
     "usage: genlab [COMMAND] [ARGS]\n"
     "\n"
     "commands:\n"
-    "  (none)              the REPL, opened on the shipped tour (examples/tour.lua)\n"
+    "  (none)              the workbench (full screen), opened on the shipped notebook\n"
+    "                      examples/welcome.lua (copied to ~/.genlab/welcome.lua)\n"
+    "  NOTEBOOK.lua        on a terminal: the workbench on that notebook; else run it\n"
     "  run FILE.lua [ARGS] run a Lua script headlessly (the script sees `arg`)\n"
     "  repl                a line REPL with readline history\n"
     "  generate --model PATH --prompt TEXT [FLAGS]\n"
@@ -57,13 +61,23 @@ static int print_version(void)
     return run_lua_command("print(require('genlab').system_info())", 0, NULL);
 }
 
-/* No command: the REPL, opened on the shipped tour (a model already training). */
+static bool on_terminal(void) { return isatty(STDIN_FILENO) && isatty(STDOUT_FILENO); }
+
+/* No command: the workbench on the shipped notebook; without a terminal,
+ * say where to go instead. */
 static int open_default(void)
 {
-    char tour[4096];
-    snprintf(tour, sizeof tour, "%s/tour.lua", gl_runtime_examples_dir());
-    char *args[1] = {tour};
-    return gl_repl_main(1, args);
+    if (!on_terminal()) {
+        fputs("genlab: with no command genlab opens its full-screen workbench, which needs a terminal.\n"
+              "  genlab run FILE.lua    runs a script (or a notebook) headlessly\n"
+              "  genlab repl            reads Lua lines, also from a pipe: echo '1+1' | genlab repl\n"
+              "  genlab --help          lists every command\n",
+              stderr);
+        return 2;
+    }
+    char welcome[4096];
+    snprintf(welcome, sizeof welcome, "%s/welcome.lua", gl_runtime_examples_dir());
+    return gl_app_welcome(welcome);
 }
 
 /* OpenMP's default is to spin while waiting for work. When the machine's
@@ -95,7 +109,7 @@ int main(int argc, char **argv)
         return run_lua_command("os.exit(require('genlab.cli').generate(arg))", argc - 2, argv + 2);
     if (strcmp(cmd, "bench") == 0) return run_lua_command("require('genlab.bench').main(arg)", argc - 2, argv + 2);
     if (cmd[0] != '-' && strlen(cmd) > 4 && strcmp(cmd + strlen(cmd) - 4, ".lua") == 0)
-        return run_script(argc - 1, argv + 1);
+        return argc == 2 && on_terminal() ? gl_app_main(cmd) : run_script(argc - 1, argv + 1);
     fprintf(stderr, "genlab: unknown command '%s'\n%s", cmd, usage);
     return 2;
 }

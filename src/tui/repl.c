@@ -35,7 +35,6 @@
 #include "lua/binding.h"
 #include "lua/runtime.h"
 
-#define HISTORY_MAX 1000
 #define CHUNKNAME "=stdin"
 
 typedef struct {
@@ -210,7 +209,7 @@ static int read_line(repl *r, const char *prompt, char **line)
 /* $GENLAB_HISTORY (empty: no history file) or ~/.genlab_history; created so
  * that each line can be appended as it is entered, which keeps it when the
  * session is killed. */
-static char *open_history(void)
+char *gl_repl_history_open(void)
 {
     const char *env = getenv("GENLAB_HISTORY"), *home = getenv("HOME");
     char *path = NULL;
@@ -234,13 +233,18 @@ static char *open_history(void)
     return path;
 }
 
-static void remember(repl *r, const char *line)
+void gl_repl_history_add(const char *path, const char *line)
 {
-    if (!r->tty || line[strspn(line, " \t")] == '\0') return;
+    if (line[strspn(line, " \t")] == '\0') return;
     HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
     if (last && strcmp(last->line, line) == 0) return;
     add_history(line);
-    if (r->history) append_history(1, r->history);
+    if (path) append_history(1, path);
+}
+
+static void remember(repl *r, const char *line)
+{
+    if (r->tty) gl_repl_history_add(r->history, line);
 }
 
 /* ---- completion of Lua names ------------------------------------------------------ */
@@ -319,6 +323,15 @@ static void add_fields(lua_State *L, int out, const char *prefix, const char *pa
     lua_pop(L, 1);
 }
 
+/* Where completion starts: the table in the registry under GL_REPL_SCOPE
+ * (the workbench sets a notebook's globals there), else the globals. */
+static void push_scope(lua_State *L)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, GL_REPL_SCOPE) == LUA_TTABLE) return;
+    lua_pop(L, 1);
+    lua_pushglobaltable(L);
+}
+
 /* complete(text) -> array of completions of a name path like `gl.ze` or `t:su`. */
 static int l_complete(lua_State *L)
 {
@@ -338,12 +351,12 @@ static int l_complete(lua_State *L)
                 lua_pushstring(L, *k);
                 lua_rawseti(L, out, (lua_Integer)lua_rawlen(L, out) + 1);
             }
-        lua_pushglobaltable(L);
+        push_scope(L);
         add_fields(L, out, "", text);
         return 1;
     }
     const char *prefix = lua_pushlstring(L, text, (size_t)(sep - text) + 1);
-    lua_pushglobaltable(L);
+    push_scope(L);
     for (const char *p = text; p < sep;) {
         size_t len = strcspn(p, ".:");
         get_field(L, p, len);
@@ -390,6 +403,13 @@ static char **complete(const char *text, int start, int end)
     return rl_completion_matches(text, complete_next);
 }
 
+void gl_repl_completion_install(lua_State *L)
+{
+    rl_attempted_completion_function = complete;
+    rl_completer_word_break_characters = " \t\n\"'`@$><=;|&{}()+-*/%^~#,[]";
+    completion_L = L;
+}
+
 /* ---- evaluation ------------------------------------------------------------------- */
 
 /* A syntax error at the end of the input means more lines may complete it. */
@@ -401,23 +421,21 @@ static bool incomplete(lua_State *L, int status)
     return status == LUA_ERRSYNTAX && len >= sizeof mark - 1 && strcmp(msg + len - (sizeof mark - 1), mark) == 0;
 }
 
-enum { CHUNK_READY, CHUNK_MORE, CHUNK_ERROR };
-
 /* Compiles src as `return src` or else as statements. Pushes the function
  * (READY) or the statement form's error (ERROR); MORE pushes nothing. */
-static int compile(lua_State *L, const char *src)
+int gl_repl_compile(lua_State *L, const char *src)
 {
     const char *code = lua_pushfstring(L, "return %s", src);
     int st = luaL_loadbuffer(L, code, strlen(code), CHUNKNAME);
     lua_remove(L, -2);
-    if (st == LUA_OK) return CHUNK_READY;
+    if (st == LUA_OK) return GL_CHUNK_READY;
     bool more = incomplete(L, st);
     lua_pop(L, 1);
     st = luaL_loadbuffer(L, src, strlen(src), CHUNKNAME);
-    if (st == LUA_OK) return CHUNK_READY;
-    if (!more && !incomplete(L, st)) return CHUNK_ERROR;
+    if (st == LUA_OK) return GL_CHUNK_READY;
+    if (!more && !incomplete(L, st)) return GL_CHUNK_ERROR;
     lua_pop(L, 1);
-    return CHUNK_MORE;
+    return GL_CHUNK_MORE;
 }
 
 static void report(repl *r)
@@ -431,7 +449,7 @@ static void report(repl *r)
 }
 
 /* show(...): keeps the first value in `_` and prints them all tab-separated. */
-static int l_show(lua_State *L)
+int gl_repl_show(lua_State *L)
 {
     int n = lua_gettop(L);
     lua_pushvalue(L, 1);
@@ -474,7 +492,7 @@ static void run_chunk(repl *r)
         lua_settop(L, base - 1);
         return;
     }
-    lua_pushcfunction(L, l_show);
+    lua_pushcfunction(L, gl_repl_show);
     lua_insert(L, base);
     if (lua_pcall(L, n, 0, 0) != LUA_OK) report(r);
 }
@@ -492,13 +510,13 @@ static bool do_chunk(repl *r)
     free(line);
     for (;;) {
         const char *src = lua_tostring(L, -1);
-        int c = compile(L, src);
-        if (c == CHUNK_READY) {
+        int c = gl_repl_compile(L, src);
+        if (c == GL_CHUNK_READY) {
             lua_remove(L, -2);
             run_chunk(r);
             return true;
         }
-        if (c == CHUNK_ERROR) {
+        if (c == GL_CHUNK_ERROR) {
             lua_remove(L, -2);
             report(r);
             return true;
@@ -521,6 +539,108 @@ static bool do_chunk(repl *r)
     }
 }
 
+/* ---- help(x) ------------------------------------------------------------------------ */
+
+/* Short documentation of the genlab functions people reach for first;
+ * genlab-lua(3) has the whole surface. */
+static const char *const docs[][2] = {
+    {"gl.tensor", "gl.tensor(values [, {dtype=}]) -> tensor from nested Lua tables"},
+    {"gl.zeros", "gl.zeros(shape...) / gl.ones / gl.full(shape, v) -> new f32 tensor"},
+    {"gl.randn", "gl.randn(shape...) -> normal(0,1) f32 tensor; gl.rand: uniform [0,1)"},
+    {"gl.arange", "gl.arange([start,] stop [, step]) -> 1-D tensor"},
+    {"gl.matmul", "gl.matmul(a, b) or a:matmul(b) -> matrix product (batched, broadcast)"},
+    {"gl.softmax", "gl.softmax(x, dim) -> softmax along dim (1-based, -1 = last)"},
+    {"gl.cross_entropy", "gl.cross_entropy(logits [N,C], targets [N] (0-based ids)) -> mean loss"},
+    {"gl.no_grad", "gl.no_grad(fn, ...) -> fn's results, computed without recording the tape"},
+    {"gl.backward", "loss:backward() -> fills .grad of the leaves that require grad"},
+    {"gl.seed", "gl.seed(n) -> seeds the one random stream (parameters, data, dropout, sampling)"},
+    {"gl.save", "gl.save(path, {name = tensor, ...}) -> writes a safetensors file atomically"},
+    {"gl.load", "gl.load(path) -> {name = tensor, ...} from a safetensors file"},
+    {"gl.memory", "gl.memory() -> {live = bytes, peak = bytes} of tensor storage"},
+    {"gl.threads", "gl.threads([n]) -> number of OpenMP/BLAS threads (sets it when n is given)"},
+    {"gl.clock", "gl.clock() -> monotonic wall-clock seconds"},
+    {"gl.generate", "gl.generate(model, prompt, {max_new, temperature, top_k, top_p, stop, on_token}) -> text, info"},
+    {"gl.models.gpt", "gl.models.gpt{vocab, n_layer, n_head, n_embd, block [, arch, dropout]} -> GPT model"},
+    {"gl.models.load", "gl.models.load(path) -> a model from safetensors / HF dir / llama2.c checkpoint"},
+    {"gl.nn.Linear", "gl.nn.Linear{in_features, out_features [, bias]} -> module"},
+    {"gl.nn.Sequential", "gl.nn.Sequential{m1, m2, ...} -> module applying each in turn"},
+    {"gl.nn.Module", "gl.nn.Module{name, init = fn(self, ...), forward = fn(self, ...)} -> a Lua module class"},
+    {"gl.optim.adamw", "gl.optim.adamw(model or params, {lr, betas, weight_decay}) -> optimizer (:step, :zero_grad)"},
+    {"gl.optim.sgd", "gl.optim.sgd(params, {lr, momentum, weight_decay}) -> optimizer"},
+    {"gl.data.text", "gl.data.text(path, {tokenizer = \"char\", block, batch, split}) -> dataset (:batch(split))"},
+    {"gl.train", "gl.train{model, data, lr, max_steps, eval_every, sample_every, checkpoint} -> run; run:step(n), run:fit(), run:save(path)"},
+    {"gl.tokenizer.char", "gl.tokenizer.char(text) -> character tokenizer (:encode, :decode)"},
+    {"gl.checkpoint.save", "gl.checkpoint.save(path, {model, optim, step, extra}) -> atomic checkpoint"},
+    {"gl.metrics", "gl.metrics.runs(), .names(run), .series(run, name) -> xs, ys: what the Trainer logged"},
+    {"gl.notebook.open", "gl.notebook.open(path) -> notebook: nb.cells, nb:run(i), nb:run_all(), nb:save()"},
+    {"help", "help(x) -> this text for a genlab function or table; help() lists the topics"},
+    {NULL, NULL},
+};
+
+static const char *doc_of(const char *name)
+{
+    for (int i = 0; docs[i][0]; i++)
+        if (strcmp(docs[i][0], name) == 0) return docs[i][1];
+    return NULL;
+}
+
+/* The dotted name under which the value at idx is found in gl or one of its
+ * tables, pushed; nil when there is none. */
+static void push_name_of(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    for (int i = 0; docs[i][0]; i++) {
+        if (luaL_loadstring(L, lua_pushfstring(L, "return %s", docs[i][0])) != LUA_OK) {
+            lua_pop(L, 2);
+            continue;
+        }
+        lua_remove(L, -2);
+        if (lua_pcall(L, 0, 1, 0) == LUA_OK && lua_rawequal(L, -1, idx)) {
+            lua_pop(L, 1);
+            lua_pushstring(L, docs[i][0]);
+            return;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+}
+
+/* help([x]): prints the short documentation of x (a value or its name). */
+static int l_help(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        luaL_addstring(&b, "help(x) documents these (genlab-lua(3) has everything):\n");
+        for (int i = 0; docs[i][0]; i++) {
+            luaL_addstring(&b, i % 6 ? "  " : (i ? "\n  " : "  "));
+            luaL_addstring(&b, docs[i][0]);
+        }
+        luaL_pushresult(&b);
+    } else {
+        if (lua_type(L, 1) == LUA_TSTRING) {
+            const char *n = lua_tostring(L, 1);
+            lua_pushstring(L, strncmp(n, "gl.", 3) && !doc_of(n) ? lua_pushfstring(L, "gl.%s", n) : n);
+        } else {
+            push_name_of(L, 1);
+        }
+        const char *name = lua_tostring(L, -1), *doc = name ? doc_of(name) : NULL;
+        if (doc)
+            lua_pushstring(L, doc);
+        else
+            lua_pushfstring(L, "help: no entry for %s (try help(), or man genlab-lua)", luaL_tolstring(L, 1, NULL));
+    }
+    puts(lua_tostring(L, -1));
+    fflush(stdout);
+    return 0;
+}
+
+void gl_repl_help_install(lua_State *L)
+{
+    lua_pushcfunction(L, l_help);
+    lua_setglobal(L, "help");
+}
+
 /* ---- set-up ------------------------------------------------------------------------- */
 
 static void banner(lua_State *L)
@@ -538,11 +658,9 @@ static void setup_tty(repl *r)
     rl_readline_name = "genlab";
     rl_catch_signals = 0; /* Ctrl-C and resizes are handled here, around pselect */
     rl_catch_sigwinch = 0;
-    rl_attempted_completion_function = complete;
-    rl_completer_word_break_characters = " \t\n\"'`@$><=;|&{}()+-*/%^~#,[]";
-    completion_L = r->L;
-    stifle_history(HISTORY_MAX);
-    r->history = open_history();
+    gl_repl_completion_install(r->L);
+    stifle_history(GL_REPL_HISTORY_MAX);
+    r->history = gl_repl_history_open();
     sigemptyset(&r->guarded);
     sigaddset(&r->guarded, SIGINT);
     sigaddset(&r->guarded, SIGWINCH);
@@ -570,6 +688,7 @@ int gl_repl_main(int argc, char **argv)
         gl_runtime_set_args(r.L, "genlab", 0, NULL);
     if (r.tty) setup_tty(&r);
     r.failed = gl_runtime_dostring(r.L, "gl = require 'genlab'", "=repl") != 0;
+    gl_repl_help_install(r.L);
     if (r.tty) banner(r.L);
     if (argc > 0) { /* like lua -i: run the file, then stay */
         run_begin(&r);
@@ -580,7 +699,7 @@ int gl_repl_main(int argc, char **argv)
     }
     if (r.tty) {
         putchar('\n');
-        if (r.history) history_truncate_file(r.history, HISTORY_MAX);
+        if (r.history) history_truncate_file(r.history, GL_REPL_HISTORY_MAX);
         free(r.history);
     }
     lua_close(r.L);
