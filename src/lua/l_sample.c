@@ -328,6 +328,15 @@ static int l_token_logprobs(lua_State *L)
 
 /* --- GPT methods, implemented in lua/genlab/generate.lua --------------------------- */
 
+static int forward_done(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    return lua_gettop(L);
+}
+
+/* Calls the Lua function with a continuation, so a generation running in a
+ * workbench job can yield between tokens and stream to the screen. */
 static int forward_to_lua(lua_State *L, const char *name)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -336,8 +345,8 @@ static int forward_to_lua(lua_State *L, const char *name)
     lua_replace(L, -3);
     lua_pop(L, 1);
     lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    lua_callk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, forward_done);
+    return forward_done(L, LUA_OK, 0);
 }
 
 static int m_generate(lua_State *L) { return forward_to_lua(L, "generate"); }

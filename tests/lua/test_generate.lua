@@ -272,4 +272,20 @@ else
   T.ok(true, "# SKIP gl.tokenizer.char not available")
 end
 
+-- model:generate can yield from inside on_token (the workbench streams this way)
+do
+  local tok = gl.tokenizer.char("hello world")
+  local m = gl.models.gpt{ vocab = tok:vocab_size(), block = 16, n_layer = 1, n_head = 2, n_embd = 16 }
+  local co = coroutine.create(function()
+    return m:generate("hello", { max_new = 5, tokenizer = tok, on_token = function(p) coroutine.yield(p) end })
+  end)
+  local yields = 0
+  while true do
+    local ok, err = coroutine.resume(co)
+    if not ok then T.ok(false, "model:generate yields from on_token", err) break end
+    if coroutine.status(co) == "dead" then break end
+    yields = yields + 1
+  end
+  T.eq(yields, 5, "model:generate yields once per token from inside a coroutine")
+end
 T.done()
