@@ -7,7 +7,7 @@
 --
 --   gl.generate(model, prompt, opts) -> text, info          (prompt a string)
 --                                    -> ids, info           (prompt ids)
---     prompt: a string (needs opts.tokenizer or model.tokenizer), or ids as a
+--     prompt: a string (needs opts.tokenizer; a Lua model may carry .tokenizer), or ids as a
 --       list or an integer tensor [T] / [1, T] (0-based). For ids the result is
 --       the prompt followed by the new ids, of the prompt's kind (minGPT's
 --       convention); for a string, the new text only.
@@ -81,9 +81,12 @@ local function id_list(x, op)
   return out
 end
 
+-- SentencePiece models (LLaMA) expect BOS first, as llama2.c and Hugging
+-- Face encode prompts; GPT-2 and char models have none.
 local function encode(tok, text, op)
-  if not tok then fail("%s: a text prompt needs a tokenizer (opts.tokenizer or model.tokenizer)", op) end
-  return id_list(tok:encode(text), op)
+  if not tok then fail("%s: a text prompt needs a tokenizer (opts.tokenizer)", op) end
+  local bos = tok.kind and tok:kind() == "sentencepiece"
+  return id_list(tok:encode(text, { bos = bos }), op)
 end
 
 -- The ids of a string, list or tensor input.

@@ -288,4 +288,20 @@ do
   end
   T.eq(yields, 5, "model:generate yields once per token from inside a coroutine")
 end
+-- SentencePiece prompts start with BOS, as llama2.c and Hugging Face encode them
+do
+  local path = (os.getenv("top_srcdir") or "../..") .. "/../shared/data/llama2c-tokenizer.bin"
+  local f = io.open(path, "rb")
+  if f then
+    f:close()
+    local tok = gl.tokenizer.llama2c(path)
+    local m = gl.models.gpt{ arch = "llama", vocab = tok:vocab_size(), block = 32, n_layer = 1, n_head = 2,
+      n_embd = 16 }
+    local _, info = m:generate("Once upon a time", { max_new = 2, greedy = true, tokenizer = tok })
+    local ids = tok:encode("Once upon a time", { bos = true })
+    T.eq(info.tokens_in, ids:numel(), "a SentencePiece prompt is encoded with BOS")
+  else
+    T.ok(true, "# SKIP ../shared/data/llama2c-tokenizer.bin not present")
+  end
+end
 T.done()
