@@ -196,7 +196,7 @@ static void drain_output(void)
 
 /* ---- Lua helpers ------------------------------------------------------------------------- */
 
-/* Pushes ui[name] (a function of the helper chunk below). */
+/* Pushes ui[name] (a function set by lua/genlab/workbench.lua). */
 static void push_ui(const char *name)
 {
     lua_rawgeti(app.L, LUA_REGISTRYINDEX, app.ui);
@@ -226,110 +226,6 @@ static bool call_ui(const char *name, int nargs, int nres)
     }
     return true;
 }
-
-/* The workbench's own Lua: finding the run and model a job works on,
- * status text, checkpoints, notebook lines, and the wrappers that send
- * samples, images and yields to the UI. */
-static const char helper_lua[] =
-    "local gl, ui = ...\n"
-    "local Run = gl.train.Run\n"
-    "local function is_run(v) return type(v) == 'table' and getmetatable(v) == Run end\n"
-    "local function is_module(v) local ok, r = pcall(gl.nn.is_module, v) return ok and r end\n"
-    "local function in_locals(co, pred)\n"
-    "  if type(co) ~= 'thread' then return nil end\n"
-    "  for level = 0, 100 do\n"
-    "    if not debug.getinfo(co, level, 'l') then break end\n"
-    "    for i = 1, 200 do\n"
-    "      local name, v = debug.getlocal(co, level, i)\n"
-    "      if not name then break end\n"
-    "      if pred(v) then return v end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "local function scopes() return ui.nb and { ui.nb.env, _G } or { _G } end\n"
-    "local function global(pred, prefer)\n"
-    "  for _, env in ipairs(scopes()) do local v = rawget(env, prefer) if pred(v) then return v end end\n"
-    "  for _, env in ipairs(scopes()) do for _, v in pairs(env) do if pred(v) then return v end end end\n"
-    "end\n"
-    "function ui.find_run(co) return in_locals(co, is_run) or global(is_run, 'run') end\n"
-    "function ui.model_text(co)\n"
-    "  local m = ui.shown_model\n"
-    "  if not m then local r = in_locals(co, is_run) m = r and r.model or global(is_module, 'model') end\n"
-    "  return m and tostring(m) or 'no model yet: a global `model` or show(m) puts one here'\n"
-    "end\n"
-    "function ui.status(co)\n"
-    "  local parts, r = {}, in_locals(co, is_run)\n"
-    "  local name = r and r.name\n"
-    "  if not name then local runs = gl.metrics.runs() name = runs[#runs] end\n"
-    "  if name then\n"
-    "    local step, loss = gl.metrics.last(name, 'loss')\n"
-    "    if step then parts[#parts + 1] = ('%s step %d loss %.4f'):format(name, step, loss) end\n"
-    "    local _, tps = gl.metrics.last(name, 'tokens_per_s')\n"
-    "    if tps then parts[#parts + 1] = ('%.0f tok/s'):format(tps) end\n"
-    "  end\n"
-    "  parts[#parts + 1] = ('mem %.1f MiB'):format(gl.memory().live / 1048576)\n"
-    "  parts[#parts + 1] = ('%d thr'):format(gl.threads())\n"
-    "  return table.concat(parts, ' | ')\n"
-    "end\n"
-    "function ui.checkpoint(co)\n"
-    "  local r = ui.find_run(co)\n"
-    "  if not r then return 'no training run to save (gl.train makes one)' end\n"
-    "  local path = r.checkpoint or (r.name .. '.ckpt.safetensors')\n"
-    "  local ok, err = pcall(r.save, r, path)\n"
-    "  return ok and ('saved %s at step %d'):format(path, r.step_count) or ('checkpoint failed: ' .. tostring(err))\n"
-    "end\n"
-    "function ui.nb_lines(co)\n"
-    "  local out, nb = {}, ui.nb\n"
-    "  local function add(text, kind, i) out[#out + 1] = { text, kind, i } end\n"
-    "  for i, c in ipairs(nb.cells) do\n"
-    "    local head = c.kind == 'markdown' and ('[%d] text'):format(i) or ('[%d] %s%s%s'):format(i, c.status,\n"
-    "      c.elapsed and (' %.2fs'):format(c.elapsed) or '', c.stale and ' (stale)' or '')\n"
-    "    if c.title and c.title ~= '' then head = head .. '  ' .. c.title end\n"
-    "    add(head, 'head', i)\n"
-    "    local src = c.kind == 'markdown' and gl.notebook.markdown_text(c.source) or c.source\n"
-    "    for line in (src .. '\\n'):gmatch('(.-)\\n') do add(line, c.kind == 'markdown' and 'out' or 'code', i) end\n"
-    "    for _, o in ipairs(c.outputs) do\n"
-    "      local n = 0\n"
-    "      for line in (o.text:gsub('\\n$', '') .. '\\n'):gmatch('(.-)\\n') do\n"
-    "        n = n + 1\n"
-    "        if n > 200 then add('  ...', 'info', i) break end\n"
-    "        add('  ' .. line, o.type == 'error' and 'error' or 'out', i)\n"
-    "      end\n"
-    "    end\n"
-    "    add('', 'out', i)\n"
-    "  end\n"
-    "  return out, #nb.cells\n"
-    "end\n"
-    /* gl.yield_ui: REPL jobs yield here; notebook jobs through the notebook's own */
-    "local nb_yield = gl.yield_ui\n"
-    "function gl.yield_ui() if not ui.repl_yield() then return nb_yield() end end\n"
-    /* generated text streams into the Samples pane */
-    "local gen = require 'genlab.generate'\n"
-    "local generate = gen.generate\n"
-    "function gen.generate(model, prompt, opts)\n"
-    "  local o = {}\n"
-    "  for k, v in pairs(opts or {}) do o[k] = v end\n"
-    "  local user = o.on_token\n"
-    "  ui.sample_begin(type(prompt) == 'string' and prompt or '')\n"
-    "  o.on_token = function(text, id)\n"
-    "    if text then ui.sample(text) end\n"
-    "    if user then return user(text, id) end\n"
-    "  end\n"
-    "  return generate(model, prompt, o)\n"
-    "end\n"
-    "gl.generate = gen.generate\n"
-    /* images shown in a notebook also go to the Image pane */
-    "local display = gl.display\n"
-    "function gl.display(x, kind)\n"
-    "  if gl.is_tensor(x) and (kind == 'image' or (kind == nil and x:dtype() == 'u8')) then pcall(ui.image, x) end\n"
-    "  return display(x, kind)\n"
-    "end\n"
-    "function show(x, title)\n"
-    "  if gl.is_tensor(x) then return ui.image(x, title) end\n"
-    "  if is_module(x) then ui.shown_model = x return ui.show_model() end\n"
-    "  if type(x) == 'string' then ui.sample_begin('') return ui.sample(x) end\n"
-    "  error('show: expected a tensor (Image pane), a model (Model pane) or a string (Samples pane)', 2)\n"
-    "end\n";
 
 /* ---- C functions for the helper ------------------------------------------------------- */
 
@@ -455,7 +351,10 @@ static bool load_helper(void)
     luaL_setfuncs(L, fns, 0);
     lua_pushvalue(L, -1);
     app.ui = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (luaL_loadbuffer(L, helper_lua, sizeof helper_lua - 1, "=workbench") != LUA_OK) {
+    /* lua/genlab/workbench.lua returns the set-up function of the workbench's Lua side */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "genlab.workbench");
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         fprintf(stderr, "genlab: %s\n", lua_tostring(L, -1));
         return false;
     }
