@@ -1,4 +1,4 @@
--- The genlab tour: the default that `genlab` opens on. It builds a small
+-- The genlab tour, for `genlab repl examples/tour.lua`: it builds a small
 -- network that learns to tell the two arms of a spiral apart, trains it for
 -- a few hundred steps while printing the loss, and leaves everything in
 -- globals so you can keep going at the prompt:

@@ -77,6 +77,10 @@ type_line a 't = gl.zeros(2, 3)'
 keys a 't:resh' Tab
 check "Tab completes a tensor method (t:resh -> t:reshape)" "wait_for a '^> t:reshape'"
 keys a C-u
+type_line a ':'
+type_line a ':s'
+type_line a '2 * 21'
+check "a lone ':' and an ambiguous ':s' do not quit; the workbench still evaluates" "wait_for a '^42$'"
 type_line a 'history_marker = 1'
 keys a C-d
 check "Ctrl-D quits with status 0" "wait_for a 'EXITED:0'"

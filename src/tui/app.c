@@ -769,36 +769,59 @@ static void restart_notebook(void)
     info("notebook restarted: fresh globals, outputs cleared");
 }
 
+/* The command a typed word names: a whole name, or a prefix (':' and at
+ * least one letter) of exactly one name. NULL when unknown or ambiguous. */
+static const char *command_named(const char *word, size_t n)
+{
+    static const char *const names[] = {":q", ":quit", ":help", ":open", ":run", ":all",
+                                        ":restart", ":save", ":stats", ":clear"};
+    const size_t count = sizeof names / sizeof names[0];
+    const char *found = NULL;
+    for (size_t i = 0; i < count; i++)
+        if (strlen(names[i]) == n && strncmp(names[i], word, n) == 0) return names[i];
+    if (n < 2) return NULL;
+    for (size_t i = 0; i < count; i++) {
+        if (strncmp(names[i], word, n) != 0) continue;
+        if (found) return NULL;
+        found = names[i];
+    }
+    return found;
+}
+
 static void command(const char *line)
 {
     char arg[1024] = "";
     const char *sp = strchr(line, ' ');
     size_t n = sp ? (size_t)(sp - line) : strlen(line);
     if (sp) snprintf(arg, sizeof arg, "%s", sp + strspn(sp, " "));
-    if (strncmp(line, ":q", n) == 0 || strncmp(line, ":quit", n) == 0) {
+    const char *name = command_named(line, n);
+    if (!name) {
+        say(GL_TEXT_ERROR, "unknown or ambiguous command (:help lists them)");
+    } else if (strcmp(name, ":q") == 0 || strcmp(name, ":quit") == 0) {
         app.quit = true;
-    } else if (strncmp(line, ":help", n) == 0) {
+    } else if (strcmp(name, ":help") == 0) {
         toggle_help();
-    } else if (strncmp(line, ":open", n) == 0 && *arg) {
-        open_notebook(arg);
-    } else if (strncmp(line, ":run", n) == 0) {
+    } else if (strcmp(name, ":open") == 0) {
+        if (*arg)
+            open_notebook(arg);
+        else
+            say(GL_TEXT_ERROR, ":open needs a file name");
+    } else if (strcmp(name, ":run") == 0) {
         run_cell_command(*arg ? atoi(arg) : app.scr.notebook_cell);
-    } else if (strncmp(line, ":all", n) == 0) {
+    } else if (strcmp(name, ":all") == 0) {
         run_cell_command(0);
-    } else if (strncmp(line, ":restart", n) == 0) {
+    } else if (strcmp(name, ":restart") == 0) {
         restart_notebook();
-    } else if (strncmp(line, ":save", n) == 0) {
+    } else if (strcmp(name, ":save") == 0) {
         app.save_pending = true;
         if (!top() || !top()->preempted) checkpoint_now();
-    } else if (strncmp(line, ":stats", n) == 0) {
+    } else if (strcmp(name, ":stats") == 0) {
         double total = app.job_time + app.ui_time;
         info("UI cost while jobs ran: %.1f ms of %.1f s (%.2f%%), %ld frames (%.1f/s)", 1e3 * app.ui_time, total,
              total > 0 ? 100 * app.ui_time / total : 0.0, app.frames, total > 0 ? (double)app.frames / total : 0.0);
-    } else if (strncmp(line, ":clear", n) == 0) {
+    } else if (strcmp(name, ":clear") == 0) {
         gl_text_clear(&app.scr.transcript);
         gl_screen_dirty(&app.scr, GL_PANE_TRANSCRIPT);
-    } else {
-        say(GL_TEXT_ERROR, "unknown command (:help lists them)");
     }
 }
 
