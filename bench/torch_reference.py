@@ -4,8 +4,13 @@
 Run with Debian's PyTorch (python3-torch, written for 1.13):
 
     /usr/bin/python3 bench/torch_reference.py [--quick] [--threads N]
+    /usr/bin/python3 bench/torch_reference.py train-gpt|generate --only NAME \
+        [--quick] [--threads N]
 
-It builds the same models as bench.lua (same shapes, same ops, same
+The first form is the reference of plain `genlab bench`; the second measures
+one model of `genlab bench train-gpt` / `generate` per process (see "nanoGPT"
+below), so that the process's peak RSS is that model's. The first form
+builds the same models as bench.lua (same shapes, same ops, same
 initialisation scheme, AdamW with the same settings) and times them the same
 way: one warm-up call, then calls until a minimum wall-clock time and a
 minimum number of calls have passed. Attention is written out with
@@ -32,6 +37,10 @@ def parse():
     ap = argparse.ArgumentParser(description="PyTorch reference for genlab bench")
     ap.add_argument("--quick", action="store_true", help="small sizes and short timings")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
+    ap.add_argument("mode", nargs="?", default="default", choices=("default", "train-gpt", "generate"),
+                    help="default: the models of plain `genlab bench`; train-gpt, generate: one model of "
+                         "`genlab bench train-gpt` / `genlab bench generate` (with --only)")
+    ap.add_argument("--only", help="train-gpt, generate: the model to measure (nanogpt, baby, char, baby-char)")
     return ap.parse_args()
 
 
@@ -162,6 +171,8 @@ def bench_gpt(cfg, quick):
 
 def main():
     o = parse()
+    if o.mode != "default":
+        return main_gpt(o)
     if o.threads < 1:
         sys.exit("torch_reference.py: --threads needs a positive integer")
     # Before torch loads: OpenBLAS and OpenMP read these when they start.
@@ -194,6 +205,242 @@ def main():
     results.append(dict(name="peak RSS", config="VmHWM", unit="MiB", value=rss))
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
                       "quick": o.quick, "results": results}))
+
+
+# ---- nanoGPT: `genlab bench train-gpt` and `genlab bench generate` ---------------------
+#
+# One model per process (--only NAME), so that the peak RSS is that model's.
+# The model is nanoGPT's model.py written out (torch 1.13 has no fused
+# attention: the manual path with masked_fill + softmax, as nanoGPT takes on
+# it), GPT-2 layout: biases, exact GELU, the head tied to the token embedding,
+# N(0, 0.02) weights with the residual projections scaled by 1/sqrt(2 L).
+# The training step is nanoGPT's train.py loop on a fixed random batch:
+# forward + loss, backward, clip_grad_norm_(1.0), AdamW (lr 1e-3, betas
+# 0.9/0.99, weight decay 0.1 on 2-D parameters only), zero_grad. Sizes and
+# timings mirror GPT_TRAIN / GPT_GENERATE in lua/genlab/bench.lua.
+
+GPT_MODELS = {
+    "nanogpt": dict(n_layer=4, n_head=4, n_embd=128, block=64, batch=12, vocab=65, dropout=0.0),
+    "baby": dict(n_layer=6, n_head=6, n_embd=384, block=256, batch=64, vocab=65, dropout=0.2),
+}
+GPT_TINY = dict(n_layer=2, n_head=2, n_embd=32, block=16, batch=4, vocab=65, dropout=0.0)  # --quick
+# train-gpt: (min seconds, min steps) after one warm-up step
+TRAIN_TIMING = {"nanogpt": (3.0, 10), "baby": (0.0, 2)}
+# generate: model name -> (train-gpt config, tokens to generate)
+GENERATE_MODELS = {"char": ("nanogpt", 256), "baby-char": ("baby", 256)}
+GENERATE_TINY_TOKENS = 40  # --quick: past the tiny block of 16, so the context slides
+
+
+def gpt_config_str(c):
+    return "L%d NH%d C%d T%d B%d V%d dropout %g" % (c["n_layer"], c["n_head"], c["n_embd"], c["block"],
+                                                    c["batch"], c["vocab"], c["dropout"])
+
+
+def make_gpt(c):
+    nn = torch.nn
+    C, NH, T, p = c["n_embd"], c["n_head"], c["block"], c["dropout"]
+
+    class CausalSelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn = nn.Linear(C, 3 * C)
+            self.c_proj = nn.Linear(C, C)
+            self.attn_dropout = nn.Dropout(p)
+            self.resid_dropout = nn.Dropout(p)
+            self.register_buffer("bias", torch.tril(torch.ones(T, T)).view(1, 1, T, T))
+
+        def forward(self, x):
+            B, T, _ = x.size()
+            q, k, v = self.c_attn(x).split(C, dim=2)
+            k = k.view(B, T, NH, C // NH).transpose(1, 2)  # [B, NH, T, HS]
+            q = q.view(B, T, NH, C // NH).transpose(1, 2)
+            v = v.view(B, T, NH, C // NH).transpose(1, 2)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+            att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+            att = self.attn_dropout(F.softmax(att, dim=-1))
+            y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+            return self.resid_dropout(self.c_proj(y))
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_fc = nn.Linear(C, 4 * C)
+            self.gelu = nn.GELU()
+            self.c_proj = nn.Linear(4 * C, C)
+            self.dropout = nn.Dropout(p)
+
+        def forward(self, x):
+            return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(C)
+            self.attn = CausalSelfAttention()
+            self.ln_2 = nn.LayerNorm(C)
+            self.mlp = MLP()
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transformer = nn.ModuleDict(dict(
+                wte=nn.Embedding(c["vocab"], C), wpe=nn.Embedding(T, C), drop=nn.Dropout(p),
+                h=nn.ModuleList([Block() for _ in range(c["n_layer"])]), ln_f=nn.LayerNorm(C)))
+            self.lm_head = nn.Linear(C, c["vocab"], bias=False)
+            self.transformer.wte.weight = self.lm_head.weight  # tied, as nanoGPT
+            self.apply(self._init_weights)
+            for pn, prm in self.named_parameters():
+                if pn.endswith("c_proj.weight"):
+                    torch.nn.init.normal_(prm, mean=0.0, std=0.02 / math.sqrt(2 * c["n_layer"]))
+
+        def _init_weights(self, module):
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if getattr(module, "bias", None) is not None:
+                    torch.nn.init.zeros_(module.bias)
+
+        def forward(self, idx, targets):
+            _, t = idx.size()
+            pos = torch.arange(0, t, dtype=torch.long)
+            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+            for block in self.transformer.h:
+                x = block(x)
+            logits = self.lm_head(self.transformer.ln_f(x))
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            return logits, loss
+
+    return GPT()
+
+
+def peak_rss_mib():
+    """VmHWM of this process (what bench.lua reads), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_train_gpt(name, quick):
+    c = GPT_TINY if quick else GPT_MODELS[name]
+    model = make_gpt(c)
+    model.train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-3, betas=(0.9, 0.99))
+    B, T, V = c["batch"], c["block"], c["vocab"]
+    x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
+    first = [None]
+    w0, c0 = time.perf_counter(), time.process_time()
+
+    def step():
+        _, loss = model(x, y)
+        if first[0] is None:
+            first[0] = loss.item()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    min_time, min_reps = (0.1, 1) if quick else TRAIN_TIMING[name]
+    s = timed(step, min_time, min_reps)
+    params = sum(p.numel() for p in model.parameters())  # the tied head once
+    n = params - model.transformer.wpe.weight.numel()  # nanoGPT's estimate_mfu: no position embeddings
+    flops = (6 * n + 12 * c["n_layer"] * c["n_embd"] * T) * T * B
+    return dict(name=name, config=gpt_config_str(c), ms=s * 1e3, value=B * T / s, params=params,
+                loss=first[0], flops=flops, cpu=(time.process_time() - c0) / (time.perf_counter() - w0))
+
+
+def generate_gpt(model, c, n_new):
+    """gl.generate's loop (lua/genlab/generate.lua) with a hand-written KV
+    cache: prompt [0], temperature 1, no filters; when the cache is full it is
+    reset and refilled with the last capacity // 2 tokens."""
+    L, NH, C, cap = c["n_layer"], c["n_head"], c["n_embd"], c["block"]
+    HS = C // NH
+    keep = max(1, cap // 2)
+    kc, vc = torch.zeros(L, NH, cap, HS), torch.zeros(L, NH, cap, HS)
+    tr = model.transformer
+    length = [0]
+
+    def append(ids):  # -> logits [V] of the last of ids
+        p, n = length[0], len(ids)
+        x = tr.wte(torch.tensor(ids)) + tr.wpe.weight[p:p + n]  # [n, C]
+        mask = torch.ones(n, p + n).tril(p) == 0 if n > 1 else None
+        for l, blk in enumerate(tr.h):
+            q, k, v = blk.attn.c_attn(blk.ln_1(x)).split(C, dim=1)
+            kc[l, :, p:p + n] = k.view(n, NH, HS).transpose(0, 1)
+            vc[l, :, p:p + n] = v.view(n, NH, HS).transpose(0, 1)
+            att = (q.view(n, NH, HS).transpose(0, 1) @ kc[l, :, :p + n].transpose(-2, -1)) * (1.0 / math.sqrt(HS))
+            if mask is not None:
+                att = att.masked_fill(mask, float("-inf"))
+            y = (F.softmax(att, dim=-1) @ vc[l, :, :p + n]).transpose(0, 1).reshape(n, C)
+            x = x + blk.attn.c_proj(y)
+            x = x + blk.mlp(blk.ln_2(x))
+        length[0] = p + n
+        return model.lm_head(tr.ln_f(x[-1]))
+
+    ctx = [0]
+    logits = append(ctx)
+    for step in range(1, n_new + 1):
+        ctx.append(torch.multinomial(F.softmax(logits, dim=-1), 1).item())
+        if step == n_new:
+            break
+        if length[0] >= cap:
+            length[0] = 0
+            logits = append(ctx[-keep:])
+        else:
+            logits = append(ctx[-1:])
+    return len(ctx) - 1
+
+
+def bench_generate(name, quick):
+    base, n_new = GENERATE_MODELS[name]
+    c = GPT_TINY if quick else GPT_MODELS[base]
+    if quick:
+        n_new = GENERATE_TINY_TOKENS
+    model = make_gpt(c)
+    model.eval()
+    w0, c0 = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        s = timed(lambda: generate_gpt(model, c, n_new), 0.05 if quick else 1.0, 1)
+    return dict(name=name, config="%s, %d tokens" % (gpt_config_str(c), n_new), ms=s * 1e3, value=n_new / s,
+                params=sum(p.numel() for p in model.parameters()),
+                cpu=(time.process_time() - c0) / (time.perf_counter() - w0))
+
+
+def main_gpt(o):
+    """train-gpt / generate: one model (--only), one JSON line like main()'s,
+    each result with ms (per step or per generation), value (tokens/s),
+    params, [loss, flops (per step)], cpu (CPU seconds per wall second while
+    measuring) and rss_mib (this process's peak)."""
+    table = GPT_MODELS if o.mode == "train-gpt" else GENERATE_MODELS
+    if o.only not in table:
+        sys.exit("torch_reference.py: %s needs --only %s" % (o.mode, " | ".join(sorted(table))))
+    if o.threads < 1:
+        sys.exit("torch_reference.py: --threads needs a positive integer")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(o.threads)
+    global torch, F
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError as e:
+        print(json.dumps({"error": "PyTorch not importable: " + str(e).replace('"', "'")}))
+        sys.exit(3)
+    torch.set_num_threads(o.threads)
+    torch.manual_seed(1337)
+    r = (bench_train_gpt if o.mode == "train-gpt" else bench_generate)(o.only, o.quick)
+    r["rss_mib"] = peak_rss_mib()
+    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "quick": o.quick,
+                      "results": [r]}))
 
 
 if __name__ == "__main__":

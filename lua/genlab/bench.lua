@@ -1,9 +1,11 @@
 -- genlab bench: what this machine does with genlab. Run by `genlab bench`
 -- (and `make bench`): sgemm GFLOP/s, then the throughput of whole training
 -- steps (forward, backward, AdamW) of a small MLP and of a char-level
--- transformer built here from genlab ops, then peak memory.
+-- transformer built here from genlab ops, then peak memory. Two subcommands
+-- measure the C GPT model (gl.models.gpt), see "train-gpt and generate" below:
 --
 --   genlab bench [--quick] [--threads N] [--json] [--[no-]reference] [--rounds N]
+--   genlab bench train-gpt | generate [same options] [--only NAME]
 --
 -- Times are wall-clock (gl.clock, monotonic): os.clock sums CPU time over
 -- threads. Each measurement warms up, then repeats until it has run for a
@@ -19,8 +21,18 @@ local M = {}
 
 local usage = [[
 usage: genlab bench [--quick] [--threads N] [--json] [--[no-]reference] [--rounds N]
-  --quick         small sizes and short timings (seconds, for tests)
-  --threads N     OpenMP + BLAS threads (default: GENLAB_THREADS or all cores)
+       genlab bench train-gpt [same options] [--only nanogpt|baby]
+       genlab bench generate [same options] [--only stories15M|stories110M|char|baby-char]
+  (none)          sgemm, an MLP and a Lua-composed char transformer
+  train-gpt       training steps of the C GPT: nanoGPT's CPU configuration and
+                  the baby GPT (ms/iteration, tokens/s, GFLOP/s, peak RSS)
+  generate        tokens/s generating 256 tokens: llama2.c stories15M/110M
+                  shapes, the char GPT and the baby GPT with their KV caches
+  --quick         small sizes and short timings (seconds, for tests); the
+                  subcommands skip the baby GPT and stories110M
+  --threads N     OpenMP + BLAS threads (default: GENLAB_THREADS or all cores;
+                  the subcommands: GENLAB_THREADS, else both 1 and 2)
+  --only NAME     subcommands: measure that model only
   --json          print the results as one JSON line instead of a table
   --reference     also run the PyTorch reference and print genlab/PyTorch ratios
                   (the default without --quick when /usr/bin/python3 has torch)
@@ -31,12 +43,18 @@ environment: GENLAB_BENCH_REFERENCE (path of torch_reference.py),
              GENLAB_BENCH_PYTHON (interpreter, default /usr/bin/python3)
 ]]
 
-local function parse(args)
+local function parse(args, sub)
   local o = { quick = false, json = false }
   local i = 1
   while args[i] do
     local a = args[i]
-    if a == "--quick" then
+    if sub and a == "--only" then
+      if not args[i + 1] then return nil, "--only needs a model name" end
+      o.only = args[i + 1]
+      i = i + 1
+    elseif sub and a == "--child" then
+      o.child = true -- internal: measure --only in this process, print one JSON line
+    elseif a == "--quick" then
       o.quick = true
     elseif a == "--json" then
       o.json = true
@@ -243,31 +261,50 @@ local function read_flat(obj)
   return t
 end
 
--- Runs the reference once in a child process. Returns { torch, threads,
--- results = { ["name|config"] = { value, params, loss } } }, or nil and why.
-local function run_reference(script, o, threads)
-  local python = os.getenv("GENLAB_BENCH_PYTHON") or "/usr/bin/python3"
-  local f = io.popen(("%s %s --threads %d%s 2>&1"):format(shell_quote(python), shell_quote(script), threads,
-                                                          o.quick and " --quick" or ""))
+-- Runs command (its arguments quoted) in a child process that prints one
+-- JSON line {..., "results": [{flat}, ...]} (torch_reference.py, or genlab
+-- bench --child). Returns the top-level fields and the list of results, or
+-- nil and why; what names the program in messages, missing is the message
+-- when the shell cannot find it.
+local function run_json_child(command, what, missing)
+  local f = io.popen(command .. " 2>&1")
   local out = f:read("a")
   local _, how, code = f:close()
-  if how == "exit" and code == 127 then return nil, python .. " not found (set GENLAB_BENCH_PYTHON)" end
+  if how == "exit" and code == 127 then return nil, missing end
   local line
   for l in out:gmatch("[^\n]+") do
     if l:sub(1, 1) == "{" then line = l end
   end
   if not line then
     local last = out:match("([^\n]+)\n*$")
-    return nil, ("%s %s failed (%s %s)%s"):format(python, script, how == "signal" and "signal" or "exit status", code,
-                                                  last and ": " .. last or "")
+    return nil, ("%s failed (%s %s)%s"):format(what, how == "signal" and "signal" or "exit status", code,
+                                               last and ": " .. last or "")
   end
   local top = read_flat((line:gsub("%b[]", "")))
   if top.error then return nil, top.error end
+  local results = {}
+  for obj in (line:match('"results":%s*(%b[])') or ""):gmatch("%b{}") do results[#results + 1] = read_flat(obj) end
+  return top, results
+end
+
+local function python_path() return os.getenv("GENLAB_BENCH_PYTHON") or "/usr/bin/python3" end
+
+-- Runs the reference once in a child process (extra: more arguments, quoted).
+-- Returns the top-level fields and the results, or nil and why.
+local function run_torch(script, o, threads, extra)
+  local python = python_path()
+  return run_json_child(("%s %s%s --threads %d%s"):format(shell_quote(python), shell_quote(script), extra or "",
+                                                          threads, o.quick and " --quick" or ""),
+                        python .. " " .. script, python .. " not found (set GENLAB_BENCH_PYTHON)")
+end
+
+-- Runs the default reference once. Returns { torch, threads,
+-- results = { ["name|config"] = { value, params, loss } } }, or nil and why.
+local function run_reference(script, o, threads)
+  local top, results = run_torch(script, o, threads)
+  if not top then return nil, results end
   local ref = { torch = top.torch, threads = top.threads, results = {} }
-  for obj in (line:match('"results":%s*(%b[])') or ""):gmatch("%b{}") do
-    local r = read_flat(obj)
-    ref.results[r.name .. "|" .. r.config] = r
-  end
+  for _, r in ipairs(results) do ref.results[r.name .. "|" .. r.config] = r end
   return ref
 end
 
@@ -350,8 +387,396 @@ local function print_table(info, rows)
   end
 end
 
+-- ---- train-gpt and generate: the C GPT model (gl.models.gpt) ----------------------
+--
+-- Each measurement (one model, one side, one thread count) runs in a fresh
+-- child process, so the peak RSS (VmHWM) it reports is that model's alone:
+-- `genlab bench <sub> --child --only NAME --threads N` (this binary, found
+-- through /proc) for genlab, `torch_reference.py <sub> --only NAME --threads N`
+-- for PyTorch. Per model and thread count, rounds alternate PyTorch and
+-- genlab (A B A B) and keep the best of each side; the "best" row compares
+-- each side at its best thread count.
+--
+-- train-gpt: nanoGPT's train.py step on a fixed random batch: forward + loss,
+-- backward, clip_grad_norm(1.0), AdamW (lr 1e-3, betas 0.9/0.99, weight decay
+-- 0.1 on 2-D parameters only), zero_grad. GPT-2 layout as nanoGPT: biases,
+-- exact GELU, tied head. Achieved GFLOP/s uses nanoGPT's estimate_mfu count,
+-- per step (6 N + 12 L C T) * T * B, N the parameters without the position
+-- embedding (the tied head counted once): 6 N for the forward and backward
+-- matmuls over the weights, 12 L C T for attention's QK^T and AV products,
+-- counted over the full T x T square although the causal half is masked.
+--
+-- generate: gl.generate from a one-token prompt, 256 new tokens, temperature
+-- 1 without filters (with random weights the distribution is near uniform,
+-- where top-p would sort the whole vocabulary: not what trained weights cost).
+-- tokens/s = tokens / (prompt + generation time). The char models have a
+-- shorter context than 256: gl.generate refills the cache with its last
+-- half when full, and torch_reference.py does the same with a hand-written
+-- cache. llama2.c is not run: its figures are static, from run.c -Ofast on
+-- trained stories15M / stories110M checkpoints on this machine's kind.
+--
+-- --json prints {system, subcommand, quick, rounds, threads = {...}, genlab
+-- (the executable), reference = {torch, error}, goals = {{goal, met, value}}
+-- (full sizes only), results = {row...}}; a row is {model, label, config,
+-- threads (a count, or "best": each side at its best count), genlab = side,
+-- pytorch = side, ratio (tokens/s, genlab / PyTorch), mem_ratio (peak RSS),
+-- llama2c (static tokens/s), error}, a side {tokens_per_s, ms (per step or
+-- per generation), gflops, peak_rss_mib, params, loss (first step), threads,
+-- cpu (CPU seconds per wall second while measured)}.
+
+local GPT_TINY = { n_layer = 2, n_head = 2, n_embd = 32, block = 16, batch = 4, vocab = 65, dropout = 0 }
+local LLAMA_TINY = { arch = "llama", vocab = 512, block = 64, n_layer = 2, n_head = 4, n_embd = 64, n_hidden = 128,
+                     tie_head = true }
+
+-- Sizes and timings mirror GPT_MODELS / TRAIN_TIMING in torch_reference.py.
+local GPT_TRAIN = {
+  { name = "nanogpt", label = "nanoGPT CPU config", min_time = 3, min_reps = 10, reference = true,
+    cfg = { n_layer = 4, n_head = 4, n_embd = 128, block = 64, batch = 12, vocab = 65, dropout = 0 } },
+  -- PyTorch takes ~16 s a step: a warm-up and 2 timed steps
+  { name = "baby", label = "baby GPT", min_time = 0, min_reps = 2, reference = true, slow = true,
+    cfg = { n_layer = 6, n_head = 6, n_embd = 384, block = 256, batch = 64, vocab = 65, dropout = 0.2 } },
+}
+local function train_cfg(name)
+  for _, m in ipairs(GPT_TRAIN) do
+    if m.name == name then return m.cfg end
+  end
+end
+
+-- llama2c: run.c tokens/s by thread count (static reference figures).
+local GPT_GENERATE = {
+  { name = "stories15M", label = "llama2.c stories15M shape", tokens = 256, llama2c = { 325, 490 },
+    tiny = LLAMA_TINY, tiny_tokens = 32,
+    cfg = { arch = "llama", vocab = 32000, block = 256, n_layer = 6, n_head = 6, n_embd = 288, n_hidden = 768,
+            tie_head = true } },
+  { name = "stories110M", label = "llama2.c stories110M shape", tokens = 256, llama2c = { 52, 79 }, slow = true,
+    cfg = { arch = "llama", vocab = 32000, block = 1024, n_layer = 12, n_head = 12, n_embd = 768, n_hidden = 2048,
+            tie_head = true } },
+  { name = "char", label = "char GPT (nanoGPT CPU config), KV cache", tokens = 256, reference = true,
+    tiny = GPT_TINY, tiny_tokens = 40, cfg = train_cfg("nanogpt") },
+  { name = "baby-char", label = "baby GPT, KV cache", tokens = 256, reference = true, slow = true,
+    cfg = train_cfg("baby") },
+}
+
+local function gpt_config_str(c)
+  if c.arch == "llama" then
+    return ("llama L%d NH%d C%d F%d T%d V%d"):format(c.n_layer, c.n_head, c.n_embd, c.n_hidden, c.block, c.vocab)
+  end
+  return ("L%d NH%d C%d T%d B%d V%d dropout %g"):format(c.n_layer, c.n_head, c.n_embd, c.block, c.batch, c.vocab,
+                                                        c.dropout)
+end
+
+local function gpt_model(c)
+  local cfg = {}
+  for k, v in pairs(c) do
+    if k ~= "batch" then cfg[k] = v end
+  end
+  return gl.models.gpt(cfg)
+end
+
+-- The child's measurements: { ms, value (tokens/s), params [, loss, flops] }.
+local function child_train(m, o)
+  local c = o.quick and GPT_TINY or m.cfg
+  local model = gpt_model(c)
+  local decay, rest = {}, {}
+  for _, p in ipairs(model:parameters()) do
+    local list = p:dim() >= 2 and decay or rest
+    list[#list + 1] = p
+  end
+  local opt = gl.optim.adamw({ { params = decay, weight_decay = 0.1 }, { params = rest, weight_decay = 0 } },
+                             { lr = 1e-3, betas = { 0.9, 0.99 } })
+  local B, T, V = c.batch, c.block, c.vocab
+  local x, y = gl.randint(0, V, { B, T }), gl.randint(0, V, { B, T })
+  local first
+  local w0, c0 = gl.clock(), os.clock()
+  local s = time(function()
+    local _, loss = model:forward(x, y)
+    first = first or loss:item()
+    loss:backward()
+    gl.optim.clip_grad_norm(model, 1.0)
+    opt:step()
+    opt:zero_grad()
+  end, o.quick and 0.1 or m.min_time, o.quick and 1 or m.min_reps)
+  local params = model:num_parameters()
+  local n = params - T * c.n_embd -- without the position embedding
+  return { config = gpt_config_str(c), ms = s * 1e3, value = B * T / s, params = params, loss = first,
+           flops = (6 * n + 12 * c.n_layer * c.n_embd * T) * T * B, cpu = (os.clock() - c0) / (gl.clock() - w0) }
+end
+
+local function child_generate(m, o)
+  local c, n = m.cfg, m.tokens
+  if o.quick then c, n = m.tiny, m.tiny_tokens end
+  local model = gpt_model(c)
+  model:eval()
+  local prompt = { c.arch == "llama" and 1 or 0 } -- llama2.c starts from BOS (1)
+  local w0, c0 = gl.clock(), os.clock()
+  local s = time(function() gl.generate(model, prompt, { max_new = n, seed = 1 }) end, o.quick and 0.05 or 1, 1)
+  return { config = ("%s, %d tokens"):format(gpt_config_str(c), n), ms = s * 1e3, value = n / s,
+           params = model:num_parameters(), cpu = (os.clock() - c0) / (gl.clock() - w0) }
+end
+
+-- This program's executable (the shell's parent, $PPID, is this process),
+-- or nil and why. The children are `genlab bench`, so a Lua interpreter
+-- that loaded genlab as a module cannot start them.
+local function self_exe()
+  local f = io.popen("readlink /proc/$PPID/exe 2>/dev/null")
+  local path = f and f:read("l")
+  if f then f:close() end
+  if not path or path == "" then return nil, "cannot find the genlab executable in /proc" end
+  if not path:match("genlab[^/]*$") then return nil, "run by " .. path .. ", not genlab: run `genlab bench`" end
+  return path
+end
+
+-- Folds one child's result r into best: the run with the highest value, the
+-- highest peak RSS of all runs, the first params and loss.
+local function fold(best, r, threads)
+  if r.value and (not best.value or r.value > best.value) then
+    best.value, best.ms, best.flops, best.threads, best.cpu = r.value, r.ms, r.flops, threads, r.cpu
+  end
+  if r.rss_mib and (not best.rss_mib or r.rss_mib > best.rss_mib) then best.rss_mib = r.rss_mib end
+  best.params, best.loss, best.config = best.params or r.params, best.loss or r.loss, best.config or r.config
+end
+
+-- A side of a result row, with the names the JSON output documents.
+local function side(b)
+  if not b or not b.value then return nil end
+  return { tokens_per_s = b.value, ms = b.ms, gflops = b.flops and b.flops / (b.ms / 1e3) / 1e9,
+           peak_rss_mib = b.rss_mib, params = b.params, loss = b.loss, threads = b.threads, cpu = b.cpu }
+end
+
+local function best_of(per_thread, threads)
+  local best = {}
+  for _, t in ipairs(threads) do
+    local b = per_thread[t]
+    if b and b.value and (not best.value or b.value > best.value) then best = b end
+  end
+  return best
+end
+
+local function suite_models(sub, o)
+  local list, names = {}, {}
+  for _, m in ipairs(sub == "train-gpt" and GPT_TRAIN or GPT_GENERATE) do
+    names[#names + 1] = m.name
+    if (o.only == m.name) or (not o.only and not (o.quick and m.slow)) then list[#list + 1] = m end
+  end
+  if o.only and #list == 0 then return nil, ("unknown model '%s' (%s)"):format(o.only, table.concat(names, ", ")) end
+  if o.only and o.quick and list[1].slow then return nil, o.only .. " has no --quick size" end
+  return list
+end
+
+local function print_gpt_table(sub, info, rows)
+  print(info.system)
+  print(("genlab %s: each model, side and thread count in a fresh process; best of %d round%s%s")
+    :format(sub, info.rounds, info.rounds > 1 and "s" or "", info.quick and "   (--quick: tiny sizes)" or ""))
+  local ref = info.reference
+  if ref and ref.torch then
+    print(("reference: PyTorch %s, rounds alternate PyTorch and genlab; speed = genlab / PyTorch tokens/s (> 1: "
+      .. "genlab faster)%s"):format(ref.torch, sub == "train-gpt" and ", memory = genlab / PyTorch peak RSS" or ""))
+  end
+  if ref and ref.error then print("reference: " .. (ref.torch and "a run failed: " or "not run: ") .. ref.error) end
+  print()
+  local hdr, fmt
+  if sub == "train-gpt" then
+    fmt = "%-10s %-9s | %9s %9s %8s %8s %4s | %9s %9s %8s %8s %4s | %6s %6s"
+    hdr = fmt:format("model", "threads", "ms/it", "tokens/s", "GFLOP/s", "RSS MiB", "CPU", "ms/it", "tokens/s",
+                     "GFLOP/s", "RSS MiB", "CPU", "speed", "memory")
+    print(("%-20s | %-43s | %-43s |"):format("", "genlab", "PyTorch"))
+  else
+    fmt = "%-12s %-9s | %9s %8s %4s | %9s %8s %4s | %6s | %s"
+    hdr = fmt:format("model", "threads", "tokens/s", "RSS MiB", "CPU", "tokens/s", "RSS MiB", "CPU", "speed",
+                     "llama2.c tokens/s")
+    print(("%-22s | %-23s | %-23s |        | %s"):format("", "genlab", "PyTorch", "(static, not run here)"))
+  end
+  print(hdr)
+  print((hdr:gsub("[^|]", "-")))
+  for _, r in ipairs(rows) do
+    local g, p = r.genlab or {}, r.pytorch or {}
+    local th = tostring(r.threads)
+    if r.threads == "best" then th = ("best %s/%s"):format(g.threads or "-", p.threads or "-") end
+    local gv = r.error and "failed" or num(g.tokens_per_s)
+    if sub == "train-gpt" then
+      print(fmt:format(r.model, th, num(g.ms), gv, num(g.gflops, "%.2f"), num(g.peak_rss_mib, "%.0f"),
+                       num(g.cpu, "%.2f"), num(p.ms), num(p.tokens_per_s), num(p.gflops, "%.2f"),
+                       num(p.peak_rss_mib, "%.0f"), num(p.cpu, "%.2f"), num(r.ratio, "%.2f"), num(r.mem_ratio, "%.3f")))
+    else
+      print(fmt:format(r.model, th, gv, num(g.peak_rss_mib, "%.0f"), num(g.cpu, "%.2f"), num(p.tokens_per_s),
+                       num(p.peak_rss_mib, "%.0f"), num(p.cpu, "%.2f"), num(r.ratio, "%.2f"), num(r.llama2c, "%.0f")))
+    end
+    if r.error then print("  error: " .. r.error) end
+  end
+  print()
+  print(sub == "train-gpt" and "models (params; loss of the first step at initialisation, near ln 65 = 4.17):"
+    or "models (params):")
+  local seen = {}
+  for _, r in ipairs(rows) do
+    if not seen[r.model] then
+      seen[r.model] = true
+      local g, p = r.genlab or {}, r.pytorch or {}
+      local s = ("  %-11s %s: %s; genlab %s"):format(r.model, r.label, r.config, num(g.params, "%d"))
+      if g.loss then s = s .. (", %.4f"):format(g.loss) end
+      if p.params then
+        s = s .. ("; PyTorch %d"):format(p.params)
+        if p.loss then s = s .. (", %.4f"):format(p.loss) end
+        if p.params ~= g.params and g.params then s = s .. "  PARAMETER COUNTS DIFFER" end
+      end
+      print(s)
+    end
+  end
+  if #info.threads > 1 then print("  best G/P: each side at its best thread count, genlab's G, PyTorch's P") end
+  print("  CPU: the process's CPU seconds per wall second while measured (1 = one busy core; under 1 thread's"
+    .. " count: the machine's load took the rest)")
+  if sub == "train-gpt" then
+    print("  GFLOP/s: nanoGPT's estimate, (6 N + 12 L C T) T B per step, N = parameters without wpe")
+  else
+    print("  generation: one-token prompt, the new tokens above, temperature 1, no top-k/top-p; llama2.c: run.c"
+      .. " -Ofast, trained weights, 1 / 2 threads")
+  end
+  if info.goals then
+    print()
+    for _, g in ipairs(info.goals) do print(("goal: %-58s %s"):format(g.goal, g.met and "met" or "NOT met")) end
+  end
+end
+
+local function gpt_suite(sub, args)
+  local o, err = parse(args, sub)
+  if not o or o.help then
+    io.stderr:write(err and ("genlab bench " .. sub .. ": " .. err .. "\n") or "", usage)
+    os.exit(o and 0 or 2)
+  end
+  local models
+  models, err = suite_models(sub, o)
+  if not models then
+    io.stderr:write("genlab bench ", sub, ": ", err, "\n")
+    os.exit(2)
+  end
+
+  if o.child then -- one model, in this process
+    if not o.only then
+      io.stderr:write("genlab bench ", sub, ": --child needs --only\n")
+      os.exit(2)
+    end
+    if o.threads then gl.threads(o.threads) end
+    gl.seed(1337)
+    local r = (sub == "train-gpt" and child_train or child_generate)(models[1], o)
+    r.name = o.only
+    r.rss_mib = (peak_rss() or 0) / 2 ^ 20
+    print(json_value{ threads = gl.threads(), results = { r } })
+    return
+  end
+
+  local threads
+  if o.threads then
+    threads = { o.threads }
+  elseif math.tointeger(tonumber(os.getenv("GENLAB_THREADS") or "")) then
+    threads = { gl.threads() }
+  else
+    threads = { 1, 2 }
+  end
+  local exe, why_exe = self_exe()
+  if not exe then
+    io.stderr:write("genlab bench ", sub, ": ", why_exe, "\n")
+    os.exit(1)
+  end
+  local script, why
+  if o.reference or (o.reference == nil and not o.quick) then script, why = reference_script() end
+  local rounds = o.rounds or ((script and not o.quick) and 2 or 1)
+  local torch
+  local best = {} -- best[model name][side][threads]
+  for _, m in ipairs(models) do
+    best[m.name] = { genlab = {}, pytorch = {} }
+    for _, t in ipairs(threads) do
+      local bg, bp = {}, {}
+      best[m.name].genlab[t], best[m.name].pytorch[t] = bg, bp
+      for round = 1, rounds do
+        local line = {}
+        if script and m.reference then
+          local top, res = run_torch(script, o, t, " " .. sub .. " --only " .. shell_quote(m.name))
+          if top then
+            torch = torch or top.torch
+            fold(bp, res[1] or {}, t)
+            line[#line + 1] = ("PyTorch %s tokens/s"):format(num(res[1] and res[1].value))
+          else
+            script, why = nil, res
+          end
+        end
+        local top, res = run_json_child(("%s bench %s --child --only %s --threads %d%s"):format(
+          shell_quote(exe), sub, shell_quote(m.name), t, o.quick and " --quick" or ""), "genlab bench --child",
+          exe .. " not found")
+        if top then
+          fold(bg, res[1] or {}, t)
+          line[#line + 1] = ("genlab %s tokens/s"):format(num(res[1] and res[1].value))
+        else
+          bg.error = res
+          line[#line + 1] = "genlab failed: " .. res
+        end
+        if not o.quick then
+          io.stderr:write(("bench %s: %s, %d thread%s, round %d: %s\n"):format(sub, m.name, t, t > 1 and "s" or "",
+                                                                             round, table.concat(line, ", ")))
+        end
+      end
+    end
+  end
+
+  local rows, goals, failed = {}, {}, 0
+  local function row(m, t, g, p)
+    local r = { model = m.name, label = m.label, config = g.config or p.config or gpt_config_str(m.cfg),
+                threads = t, genlab = side(g), pytorch = side(p), error = not g.value and g.error or nil }
+    if r.genlab and r.pytorch then
+      r.ratio = r.genlab.tokens_per_s / r.pytorch.tokens_per_s
+      if r.genlab.peak_rss_mib and r.pytorch.peak_rss_mib then
+        r.mem_ratio = r.genlab.peak_rss_mib / r.pytorch.peak_rss_mib
+      end
+    end
+    if m.llama2c and not o.quick then
+      r.llama2c = t == "best" and math.max(table.unpack(m.llama2c)) or m.llama2c[t]
+    end
+    rows[#rows + 1] = r
+    return r
+  end
+  for _, m in ipairs(models) do
+    local b = best[m.name]
+    local last
+    for _, t in ipairs(threads) do
+      last = row(m, t, b.genlab[t], b.pytorch[t])
+      if last.error then failed = failed + 1 end
+    end
+    if #threads > 1 then last = row(m, "best", best_of(b.genlab, threads), best_of(b.pytorch, threads)) end
+    if not o.quick then
+      if sub == "train-gpt" and last.ratio then
+        goals[#goals + 1] = { goal = m.name .. ": tokens/s at least 1.5x PyTorch's", met = last.ratio >= 1.5,
+                              value = last.ratio }
+      end
+      if m.name == "baby" and last.mem_ratio then
+        goals[#goals + 1] = { goal = "baby: peak RSS under a quarter of PyTorch's", met = last.mem_ratio < 0.25,
+                              value = last.mem_ratio }
+      end
+      if m.name == "char" and last.genlab then
+        goals[#goals + 1] = { goal = "char: at least 10000 tokens/s with the KV cache",
+                              met = last.genlab.tokens_per_s >= 10000, value = last.genlab.tokens_per_s }
+      end
+    end
+  end
+
+  local info = { system = gl.system_info(), subcommand = sub, quick = o.quick, rounds = rounds, threads = threads,
+                 genlab = exe, goals = #goals > 0 and goals or nil, results = rows }
+  if torch or why then info.reference = { torch = torch, error = why } end
+  if why and o.json then io.stderr:write("genlab bench: reference: ", why, "\n") end
+  if o.json then
+    print(json_value(info))
+  else
+    print_gpt_table(sub, info, rows)
+  end
+  if failed > 0 then
+    io.stderr:write(("genlab bench %s: %d of %d measurements failed\n"):format(sub, failed, #models * #threads))
+    os.exit(1, true)
+  end
+end
+
 function M.main(args)
-  local o, err = parse(args or {})
+  args = args or {}
+  if args[1] == "train-gpt" or args[1] == "generate" then
+    return gpt_suite(args[1], table.move(args, 2, #args, 1, {}))
+  end
+  local o, err = parse(args)
   if not o or o.help then
     io.stderr:write(err and ("genlab bench: " .. err .. "\n") or "", usage)
     os.exit(o and 0 or 2)

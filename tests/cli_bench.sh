@@ -1,0 +1,47 @@
+#!/bin/sh
+# genlab bench train-gpt / generate: --quick --no-reference --json runs the
+# tiny sizes in fresh child processes (one per model and thread count) and
+# prints one JSON line with the documented keys and plausible values; usage
+# errors exit 2 naming the problem. Fast: a few seconds.
+GENLAB=${GENLAB:-./genlab}
+n=0; fail=0
+check() { n=$((n + 1)); if eval "$2" >/dev/null 2>&1; then echo "ok $n - $1"; else echo "not ok $n - $1"; fail=1; fi; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+has() { grep -q -- "$2" "$tmp/$1"; }
+
+"$GENLAB" bench train-gpt --quick --no-reference --json --threads 1 >"$tmp/train" 2>"$tmp/train.err"
+check "train-gpt --quick --no-reference --json exits 0" "test $? -eq 0"
+check "train-gpt prints one JSON line" "test \$(wc -l < $tmp/train) -eq 1 && grep -q '^{.*}\$' $tmp/train"
+for key in '"subcommand":"train-gpt"' '"model":"nanogpt"' '"threads":1' '"tokens_per_s":' '"ms":' '"gflops":' \
+           '"peak_rss_mib":' '"params":28064' '"loss":4\.' '"config":"L2 NH2 C32 T16 B4 V65 dropout 0"'; do
+  check "train-gpt JSON has $key" "has train '$key'"
+done
+check "train-gpt --quick skips the baby GPT" "! has train '\"model\":\"baby\"'"
+check "train-gpt without the reference has no pytorch side" "! has train '\"pytorch\"'"
+# the child's peak RSS is its own: a tiny model stays far under 200 MiB
+check "train-gpt peak RSS is the child's (under 200 MiB)" \
+  "test \$(sed 's/.*\"peak_rss_mib\":\([0-9]*\).*/\1/' $tmp/train) -lt 200"
+
+"$GENLAB" bench generate --quick --no-reference --json --threads 1 >"$tmp/gen" 2>"$tmp/gen.err"
+check "generate --quick --no-reference --json exits 0" "test $? -eq 0"
+for key in '"subcommand":"generate"' '"model":"stories15M"' '"model":"char"' '"tokens_per_s":' '"peak_rss_mib":' \
+           '"config":"llama L2 NH4 C64 F128 T64 V512, 32 tokens"' '"config":"L2 NH2 C32 T16 B4 V65 dropout 0, 40 tokens"'; do
+  check "generate JSON has $key" "has gen '$key'"
+done
+check "generate --quick skips stories110M" "! has gen stories110M"
+
+"$GENLAB" bench train-gpt --quick --no-reference --threads 1 --only nanogpt >"$tmp/table" 2>&1
+check "the table names its columns" "has table 'GFLOP/s' && has table 'RSS MiB' && has table 'nanogpt'"
+"$GENLAB" bench generate --quick --no-reference --threads 1 --only char --json >"$tmp/only" 2>&1
+check "--only measures that model alone" "has only '\"model\":\"char\"' && ! has only stories15M"
+
+check "an unknown model exits 2 naming the choices" \
+  "\"$GENLAB\" bench train-gpt --only gpt5 2>$tmp/e; test \$? -eq 2 && grep -q \"unknown model 'gpt5' (nanogpt, baby)\" $tmp/e"
+check "--quick has no size for the baby GPT" \
+  "\"$GENLAB\" bench train-gpt --quick --only baby 2>$tmp/e; test \$? -eq 2 && grep -q 'no --quick size' $tmp/e"
+check "an unknown option exits 2" "\"$GENLAB\" bench generate --frob 2>$tmp/e; test \$? -eq 2 && grep -q \"unknown option '--frob'\" $tmp/e"
+check "--only is not an option of the plain bench" "\"$GENLAB\" bench --only char; test \$? -eq 2"
+check "--help lists the subcommands" "\"$GENLAB\" bench --help 2>&1 | grep -q 'genlab bench train-gpt'"
+
+echo "1..$n"
+exit $fail
