@@ -75,13 +75,45 @@ static gl_status grad_slot(gl_tensor **slot, const gl_tensor *like, float **buf)
     return GL_OK;
 }
 
-gl_status gl_node_grad(gl_node *node, int i, float **buf)
+/* The gradient slot of input i, NULL when it needs no gradient. */
+static gl_tensor **slot_of(gl_node *node, int i)
 {
     gl_tensor *in = node->inputs[i];
+    if (!in || !in->requires_grad) return NULL;
+    return in->grad_fn ? &in->grad_fn->gout : &in->grad;
+}
+
+gl_status gl_node_grad(gl_node *node, int i, float **buf)
+{
+    gl_tensor **slot = slot_of(node, i);
     *buf = NULL;
-    if (!in || !in->requires_grad) return GL_OK;
-    if (in->grad_fn) return grad_slot(&in->grad_fn->gout, in, buf);
-    return grad_slot(&in->grad, in, buf);
+    return slot ? grad_slot(slot, node->inputs[i], buf) : GL_OK;
+}
+
+gl_status gl_node_grad_init(gl_node *node, int i, float **buf, bool *fresh)
+{
+    gl_tensor **slot = slot_of(node, i);
+    *buf = NULL;
+    *fresh = false;
+    if (!slot) return GL_OK;
+    if (!*slot) {
+        const gl_tensor *in = node->inputs[i];
+        if (!(*slot = gl_tensor_empty(GL_F32, in->ndim, in->shape))) return gl_error_code();
+        *fresh = true;
+    }
+    *buf = gl_tensor_f32(*slot);
+    return GL_OK;
+}
+
+gl_status gl_node_grad_take(gl_node *node, int i, bool *taken)
+{
+    gl_tensor **slot = slot_of(node, i);
+    const gl_tensor *in = node->inputs[i], *g = node->gout;
+    *taken = false;
+    if (!slot || *slot || !g || g->numel != in->numel || g->storage->readonly) return GL_OK;
+    if (!(*slot = gl_tensor_from_storage(g->storage, g->offset, GL_F32, in->ndim, in->shape))) return gl_error_code();
+    *taken = true;
+    return GL_OK;
 }
 
 gl_tensor *gl_detach(const gl_tensor *t)

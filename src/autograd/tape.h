@@ -3,7 +3,8 @@
  * its inputs (retained), what backward needs (saved aliases and scalar
  * arguments) and its backward function, which sits next to the forward in the
  * op's own file. gl_backward walks the nodes reachable from the root in
- * reverse topological order; each backward ADDS into its inputs' gradients. */
+ * reverse topological order; each backward ADDS into its inputs' gradients
+ * (or writes a buffer that gl_node_grad_init reports as new). */
 #ifndef GL_AUTOGRAD_TAPE_H
 #define GL_AUTOGRAD_TAPE_H
 
@@ -48,6 +49,16 @@ gl_status gl_node_save(gl_node *node, int slot, const gl_tensor *t);
 /* The f32 buffer into which backward adds input i's gradient, allocated as
  * zeros on first use; *buf is NULL when input i needs no gradient. */
 gl_status gl_node_grad(gl_node *node, int i, float **buf);
+/* As gl_node_grad, but a buffer allocated now is NOT zeroed and *fresh says
+ * so: the caller must then WRITE every element (not add), which saves the
+ * zero fill and a read. *fresh is false when the buffer already held a sum. */
+gl_status gl_node_grad_init(gl_node *node, int i, float **buf, bool *fresh);
+/* For ops whose input gradient is their output gradient element for element
+ * (reshape, add): when input i needs a gradient and has none yet, makes the
+ * node's gout its gradient, shared, not copied (gout is not used again once
+ * this node's backward has run), and sets *taken. Otherwise the caller adds
+ * as usual. */
+gl_status gl_node_grad_take(gl_node *node, int i, bool *taken);
 
 /* Backpropagates from root. grad may be NULL for a one-element root. */
 gl_status gl_backward(gl_tensor *root, const gl_tensor *grad, bool retain_graph);

@@ -8,7 +8,8 @@
  * apply() and grads() define each op once; every loop is instantiated per op
  * (SWITCH_OP) so no switch runs per element. Backward adds straight into the
  * gradient of an operand that is not broadcast and uses an output-sized
- * scratch buffer only for one that is. */
+ * scratch buffer only for one that is. add and sub of same-shaped operands
+ * (the residual stream) hand g itself to a and write b's new buffer. */
 #include "ops/binary.h"
 
 #include <math.h>
@@ -123,15 +124,46 @@ static void backward_same_shape(binary_op op, int64_t n, const float *a, const f
 #undef LOOP
 }
 
+/* d = s * g (a new buffer) or d += s * g, s = +-1. */
+static void pass_grad(float *restrict d, const float *restrict g, float s, int64_t n, bool fresh)
+{
+    if (fresh) {
+#pragma omp parallel for simd if (n > 32768) schedule(static)
+        for (int64_t j = 0; j < n; j++) d[j] = s * g[j];
+    } else {
+#pragma omp parallel for simd if (n > 32768) schedule(static)
+        for (int64_t j = 0; j < n; j++) d[j] += s * g[j];
+    }
+}
+
+/* add and sub of same-shaped operands, the residual stream's op: a's
+ * gradient is g itself, so a takes gout when it has no gradient yet. */
+static gl_status add_sub_backward(gl_node *nd, float sb)
+{
+    const float *g = gl_tensor_f32(nd->gout);
+    int64_t n = nd->gout->numel;
+    float *d;
+    bool taken, fresh;
+    gl_status st = gl_node_grad_init(nd, 1, &d, &fresh);
+    if (st != GL_OK) return st;
+    if (d) pass_grad(d, g, sb, n, fresh);
+    if ((st = gl_node_grad_take(nd, 0, &taken)) != GL_OK || taken) return st;
+    if ((st = gl_node_grad_init(nd, 0, &d, &fresh)) != GL_OK) return st;
+    if (d) pass_grad(d, g, 1.0f, n, fresh);
+    return GL_OK;
+}
+
 static gl_status binary_backward(gl_node *nd)
 {
     gl_broadcast bc;
     gl_tensor *a = nd->saved[0], *b = nd->saved[1];
     gl_status st = gl_broadcast_shapes(nd->op, a, b, &bc);
     if (st != GL_OK) return st;
+    binary_op op = (binary_op)nd->i[0];
+    if ((op == OP_ADD || op == OP_SUB) && a->numel == bc.numel && b->numel == bc.numel)
+        return add_sub_backward(nd, op == OP_ADD ? 1.0f : -1.0f);
     float *da, *db;
     if ((st = gl_node_grad(nd, 0, &da)) != GL_OK || (st = gl_node_grad(nd, 1, &db)) != GL_OK) return st;
-    binary_op op = (binary_op)nd->i[0];
     const float *pa = gl_tensor_f32(a), *pb = gl_tensor_f32(b), *out = gl_tensor_f32(nd->saved[2]);
     const float *g = gl_tensor_f32(nd->gout);
     size_t n = (size_t)bc.numel;

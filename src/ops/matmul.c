@@ -8,6 +8,7 @@
 
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "autograd/tape.h"
 #include "core/interrupt.h"
@@ -227,13 +228,15 @@ static gl_status linear_backward(gl_node *nd)
     gl_tensor *x = nd->saved[0], *w = nd->saved[1];
     int64_t out = w->shape[0], in = w->shape[1], R = nd->i[0];
     float *dx, *dw, *db;
+    bool fx, fw, fb; /* fresh buffers: the GEMM writes (beta 0) rather than adds */
     gl_status st;
-    if ((st = gl_node_grad(nd, 0, &dx)) != GL_OK || (st = gl_node_grad(nd, 1, &dw)) != GL_OK ||
-        (st = gl_node_grad(nd, 2, &db)) != GL_OK)
+    if ((st = gl_node_grad_init(nd, 0, &dx, &fx)) != GL_OK || (st = gl_node_grad_init(nd, 1, &dw, &fw)) != GL_OK ||
+        (st = gl_node_grad_init(nd, 2, &db, &fb)) != GL_OK)
         return st;
     const float *G = gl_tensor_f32(nd->gout);
-    if (dx) gemm(false, false, R, in, out, G, out, gl_tensor_f32(w), in, 1.0f, dx, in);
-    if (dw) gemm(true, false, out, in, R, G, out, gl_tensor_f32(x), in, 1.0f, dw, in);
+    if (dx) gemm(false, false, R, in, out, G, out, gl_tensor_f32(w), in, fx ? 0.0f : 1.0f, dx, in);
+    if (dw) gemm(true, false, out, in, R, G, out, gl_tensor_f32(x), in, fw ? 0.0f : 1.0f, dw, in);
+    if (db && fb) memset(db, 0, (size_t)out * sizeof *db);
     if (db) colsum_add(db, G, R, out);
     return GL_OK;
 }

@@ -52,9 +52,9 @@ static void norm_forward(norm_kind kind, float *out, float *mean, float *rstd, c
     }
 }
 
-/* dx [R,C] (may be NULL); part [nblk, 2, C] block sums of dout*n and dout
+/* dx [R,C] (may be NULL; written when fresh, else added into); part [nblk, 2, C] block sums of dout*n and dout
  * (NULL when neither dw nor db is wanted); dout, x [R,C]; mean, rstd [R]; w [C] (ones when absent). */
-static void norm_backward_rows(norm_kind kind, float *dx, float *part, const float *dout, const float *x,
+static void norm_backward_rows(norm_kind kind, float *dx, bool fresh, float *part, const float *dout, const float *x,
                                const float *mean, const float *rstd, const float *w, int64_t R, int64_t C,
                                int64_t rows_per_blk, int64_t nblk)
 {
@@ -82,8 +82,13 @@ static void norm_backward_rows(norm_kind kind, float *dx, float *part, const flo
             dn_mean = kind == NORM_LAYER ? dn_mean / (float)C : 0.0f;
             dnn_mean /= (float)C;
             float *d = dx + r * C;
+            if (fresh) { /* a new buffer: write */
 #pragma omp simd
-            for (int64_t i = 0; i < C; i++) d[i] += s * (g[i] * w[i] - dn_mean - (xr[i] - m) * s * dnn_mean);
+                for (int64_t i = 0; i < C; i++) d[i] = s * (g[i] * w[i] - dn_mean - (xr[i] - m) * s * dnn_mean);
+            } else {
+#pragma omp simd
+                for (int64_t i = 0; i < C; i++) d[i] += s * (g[i] * w[i] - dn_mean - (xr[i] - m) * s * dnn_mean);
+            }
         }
     }
 }
@@ -95,8 +100,9 @@ static gl_status norm_backward(gl_node *nd)
     gl_tensor *x = nd->saved[0], *w = nd->inputs[1];
     int64_t C = x->shape[x->ndim - 1], R = C ? x->numel / C : 0;
     float *dx, *dw, *db;
+    bool fresh;
     gl_status st;
-    if ((st = gl_node_grad(nd, 0, &dx)) != GL_OK || (st = gl_node_grad(nd, 1, &dw)) != GL_OK ||
+    if ((st = gl_node_grad_init(nd, 0, &dx, &fresh)) != GL_OK || (st = gl_node_grad(nd, 1, &dw)) != GL_OK ||
         (st = gl_node_grad(nd, 2, &db)) != GL_OK)
         return st;
     /* at most 128 blocks of at least 16 rows: fixed by R alone */
@@ -111,7 +117,7 @@ static gl_status norm_backward(gl_node *nd)
     }
     for (int64_t i = 0; ones && i < C; i++) ones[i] = 1.0f;
     const float *mean = nd->extra, *rstd = mean + R;
-    norm_backward_rows(kind, dx, part, gl_tensor_f32(nd->gout), gl_tensor_f32(x), mean, rstd,
+    norm_backward_rows(kind, dx, fresh, part, gl_tensor_f32(nd->gout), gl_tensor_f32(x), mean, rstd,
                        w ? gl_tensor_f32(nd->saved[1]) : ones, R, C, rows_per_blk, nblk);
     free(ones);
     if (part) {

@@ -183,8 +183,9 @@ static void walk_row(const walk *w, int64_t r, int64_t *off)
 static gl_status identity_backward(gl_node *nd)
 {
     float *gx;
-    gl_status st = gl_node_grad(nd, 0, &gx);
-    if (st != GL_OK || !gx) return st;
+    bool taken;
+    gl_status st = gl_node_grad_take(nd, 0, &taken);
+    if (st != GL_OK || taken || (st = gl_node_grad(nd, 0, &gx)) != GL_OK || !gx) return st;
     const float *g = gl_tensor_f32(nd->gout);
     int64_t n = nd->gout->numel;
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
@@ -233,43 +234,76 @@ gl_tensor *gl_clone(gl_tensor *x)
 
 /* ---- permute and transpose ----------------------------------------------- */
 
-/* dst (dst dim k = src dim perm[k]) = src, or += src for f32 when add. */
+/* One row of a permute: d[j] = s[j * sl], or += for f32 when add. */
+static inline void permute_row(char *d, const char *s, size_t esz, int64_t n, int64_t sl, bool add)
+{
+    if (add) {
+        float *restrict df = (float *)d;
+        const float *restrict sf = (const float *)s;
+        if (sl == 1) {
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++) df[j] += sf[j];
+        } else {
+            for (int64_t j = 0; j < n; j++) df[j] += sf[j * sl];
+        }
+    } else if (sl == 1) {
+        memcpy(d, s, (size_t)n * esz);
+    } else if (esz == 4) {
+        uint32_t *restrict du = (uint32_t *)d;
+        const uint32_t *restrict su = (const uint32_t *)s;
+        for (int64_t j = 0; j < n; j++) du[j] = su[j * sl];
+    } else {
+        for (int64_t j = 0; j < n; j++) copy_elem(d, j, s, j * sl, esz);
+    }
+}
+
+/* dst (dst dim k = src dim perm[k]) = src, or += src for f32 when add.
+ * Dims of size 1 are dropped and dst neighbours that are also neighbours in
+ * src are merged, so the walk runs over few, long rows. Rows go in chunks:
+ * each chunk finds its first row's src offset by division and the rest by an
+ * odometer (a division per dim per row cost more than a 32-float row copy). */
 static void permute_walk(void *dst, const void *src, size_t esz, int nd, const int64_t *sshape, const int *perm,
                          bool add)
 {
-    int64_t sst[GL_MAX_DIMS], dshape[GL_MAX_DIMS] = {0}, st[GL_MAX_DIMS];
+    enum { CHUNK = 64 }; /* rows */
+    int64_t sst[GL_MAX_DIMS], dsh[GL_MAX_DIMS], st[GL_MAX_DIMS], numel = 1;
     strides_of(nd, sshape, sst);
+    int m = 0;
     for (int k = 0; k < nd; k++) {
-        dshape[k] = sshape[perm[k]];
-        st[k] = sst[perm[k]];
-    }
-    int64_t numel = gl_shape_numel(nd, dshape);
-    if (numel == 0) return;
-    if (nd == 0) {
-        if (add)
-            *(float *)dst += *(const float *)src;
-        else
-            memcpy(dst, src, esz);
-        return;
-    }
-    int64_t last = dshape[nd - 1], rows = numel / last, sl = st[nd - 1];
-#pragma omp parallel for if (numel > PAR_MIN) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t rem = r, base = 0;
-        for (int k = nd - 2; k >= 0; k--) {
-            base += (rem % dshape[k]) * st[k];
-            rem /= dshape[k];
+        int64_t n = sshape[perm[k]], s = sst[perm[k]];
+        numel *= n;
+        if (n == 1) continue;
+        if (m > 0 && st[m - 1] == s * n) { /* dims m-1 and k are adjacent in src too */
+            dsh[m - 1] *= n;
+            st[m - 1] = s;
+            continue;
         }
-        if (add) {
-            float *d = (float *)dst + r * last;
-            const float *s = (const float *)src + base;
-            for (int64_t j = 0; j < last; j++) d[j] += s[j * sl];
-        } else if (esz == 4) {
-            uint32_t *d = (uint32_t *)dst + r * last;
-            const uint32_t *s = (const uint32_t *)src + base;
-            for (int64_t j = 0; j < last; j++) d[j] = s[j * sl];
-        } else {
-            for (int64_t j = 0; j < last; j++) copy_elem(dst, r * last + j, src, base + j * sl, esz);
+        dsh[m] = n;
+        st[m++] = s;
+    }
+    if (numel == 0) return;
+    if (m == 0) { /* one element */
+        dsh[0] = st[0] = 1;
+        m = 1;
+    }
+    int64_t last = dsh[m - 1], sl = st[m - 1], rows = numel / last, nchunks = (rows + CHUNK - 1) / CHUNK;
+#pragma omp parallel for if (numel > PAR_MIN) schedule(static)
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t idx[GL_MAX_DIMS], base = 0, rem = c * CHUNK, r1 = (c + 1) * CHUNK < rows ? (c + 1) * CHUNK : rows;
+        for (int k = m - 2; k >= 0; k--) {
+            idx[k] = rem % dsh[k];
+            rem /= dsh[k];
+            base += idx[k] * st[k];
+        }
+        for (int64_t r = c * CHUNK; r < r1; r++) {
+            permute_row((char *)dst + (size_t)(r * last) * esz, (const char *)src + (size_t)base * esz, esz, last, sl,
+                        add);
+            for (int k = m - 2; k >= 0; k--) { /* next row: odometer over dims 0..m-2 */
+                base += st[k];
+                if (++idx[k] < dsh[k]) break;
+                base -= st[k] * dsh[k];
+                idx[k] = 0;
+            }
         }
     }
 }
@@ -277,11 +311,12 @@ static void permute_walk(void *dst, const void *src, size_t esz, int nd, const i
 static gl_status permute_backward(gl_node *nd)
 {
     float *gx;
-    gl_status st = gl_node_grad(nd, 0, &gx);
+    bool fresh;
+    gl_status st = gl_node_grad_init(nd, 0, &gx, &fresh);
     if (st != GL_OK || !gx) return st;
     int n = nd->inputs[0]->ndim, inv[GL_MAX_DIMS];
     for (int k = 0; k < n; k++) inv[nd->i[k]] = k;
-    permute_walk(gx, gl_tensor_f32(nd->gout), sizeof(float), n, nd->gout->shape, inv, true);
+    permute_walk(gx, gl_tensor_f32(nd->gout), sizeof(float), n, nd->gout->shape, inv, !fresh);
     return GL_OK;
 }
 
@@ -333,7 +368,8 @@ gl_tensor *gl_transpose(gl_tensor *x, int d0, int d1)
 static gl_status slice_backward(gl_node *nd)
 {
     float *gx;
-    gl_status st = gl_node_grad(nd, 0, &gx);
+    bool fresh;
+    gl_status st = gl_node_grad_init(nd, 0, &gx, &fresh);
     if (st != GL_OK || !gx) return st;
     gl_tensor *x = nd->inputs[0];
     int dim = (int)nd->i[0];
@@ -341,11 +377,18 @@ static gl_status slice_backward(gl_node *nd)
     around(x, dim, &outer, &inner);
     const float *g = gl_tensor_f32(nd->gout);
     int64_t block = len * inner;
-#pragma omp parallel for if (outer * block > PAR_MIN) schedule(static)
+#pragma omp parallel for if (outer * n * inner > PAR_MIN) schedule(static)
     for (int64_t o = 0; o < outer; o++) {
-        float *d = gx + (o * n + start) * inner;
-        const float *s = g + o * block;
-        for (int64_t j = 0; j < block; j++) d[j] += s[j];
+        float *restrict d = gx + (o * n + start) * inner;
+        const float *restrict s = g + o * block;
+        if (fresh) { /* a new buffer: zeros outside the slice, g inside */
+            memset(gx + o * n * inner, 0, (size_t)(start * inner) * sizeof *gx);
+            memcpy(d, s, (size_t)block * sizeof *d);
+            memset(d + block, 0, (size_t)((n - start - len) * inner) * sizeof *gx);
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < block; j++) d[j] += s[j];
+        }
     }
     return GL_OK;
 }

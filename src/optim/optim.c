@@ -201,26 +201,71 @@ FMA_CLONES static void sgd_update(float *p, const float *g, float *buf, bool fre
     }
 }
 
-/* p, g, m (exp_avg), v (exp_avg_sq): [n]; step counts this one. */
-FMA_CLONES static void adam_update(float *p, const float *g, float *m, float *v, int64_t n,
-                                   const gl_optim_hparams *h, int64_t step, bool decoupled)
+/* Adam(W)'s per-element constants. decay is 1 for Adam: p * 1 == p exactly. */
+typedef struct {
+    bool l2;
+    float wd, decay, beta1, c1, beta2, c2, neg_step_size, bc2_sqrt, eps;
+} adam_consts;
+
+enum { ADAM_BLOCK = 256 };
+
+/* Updates len <= ADAM_BLOCK elements of p, m (exp_avg), v (exp_avg_sq) from g.
+ * Split so that most of it vectorizes: sqrtf is a call that may set errno
+ * (the build keeps -fmath-errno), which stops GCC from vectorizing a loop
+ * holding it, and so does a float op under a condition (it may trap). So
+ * one loop updates m and v (l2 picks one of two copies of it), a scalar
+ * loop takes the square roots, and a last loop updates p. A function of its
+ * own, not the body of the OpenMP loop: the outlined body of a cloned
+ * function did not vectorize. */
+FMA_CLONES static void adam_block(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
+                                  int64_t len, const adam_consts *k)
 {
-    const bool l2 = !decoupled && h->weight_decay != 0;
-    const float wd = (float)h->weight_decay, decay = (float)(1.0 - h->lr * h->weight_decay);
-    const float beta1 = (float)h->beta1, c1 = (float)(1.0 - h->beta1);
-    const float beta2 = (float)h->beta2, c2 = (float)(1.0 - h->beta2);
+    const adam_consts c = *k;
+    float pi[ADAM_BLOCK], root[ADAM_BLOCK];
+#define ADAM_MV(D)                                                                                   \
+    _Pragma("omp simd")                                                                              \
+    for (int64_t j = 0; j < len; j++) {                                                              \
+        pi[j] = p[j] * c.decay;                               /* p.mul_(1 - lr*wd) */                \
+        const float d = (D);                                                                         \
+        m[j] = fmaf(c.c1, d, m[j] * c.beta1);                 /* m.mul_(b1).add_(d, alpha=1-b1) */   \
+        v[j] = fmaf(c.c2 * d, d, v[j] * c.beta2);             /* v.mul_(b2).addcmul_(d, d, 1-b2) */  \
+    }
+    if (c.l2) {
+        ADAM_MV(fmaf(c.wd, pi[j], g[j])) /* grad.add(p, alpha=wd) */
+    } else {
+        ADAM_MV(g[j])
+    }
+#undef ADAM_MV
+    for (int64_t j = 0; j < len; j++) root[j] = sqrtf(v[j]);
+#pragma omp simd
+    for (int64_t j = 0; j < len; j++) {
+        const float denom = root[j] / c.bc2_sqrt + c.eps;  /* (v.sqrt() / bc2_sqrt).add_(eps) */
+        p[j] = pi[j] + c.neg_step_size * m[j] / denom;     /* p.addcdiv_(m, denom, value=-step_size) */
+    }
+}
+
+/* p, g, m (exp_avg), v (exp_avg_sq): [n]; step counts this one. */
+static void adam_update(float *p, const float *g, float *m, float *v, int64_t n, const gl_optim_hparams *h,
+                        int64_t step, bool decoupled)
+{
     const double bc1 = 1.0 - pow(h->beta1, (double)step), bc2 = 1.0 - pow(h->beta2, (double)step);
-    const float neg_step_size = (float)-(h->lr / bc1), bc2_sqrt = (float)sqrt(bc2), eps = (float)h->eps;
+    const adam_consts c = {
+        .l2 = !decoupled && h->weight_decay != 0,
+        .wd = (float)h->weight_decay,
+        .decay = decoupled ? (float)(1.0 - h->lr * h->weight_decay) : 1.0f,
+        .beta1 = (float)h->beta1,
+        .c1 = (float)(1.0 - h->beta1),
+        .beta2 = (float)h->beta2,
+        .c2 = (float)(1.0 - h->beta2),
+        .neg_step_size = (float)-(h->lr / bc1),
+        .bc2_sqrt = (float)sqrt(bc2),
+        .eps = (float)h->eps,
+    };
+    const int64_t nblk = (n + ADAM_BLOCK - 1) / ADAM_BLOCK;
 #pragma omp parallel for if (n > 32768)
-    for (int64_t i = 0; i < n; i++) {
-        float pi = decoupled ? p[i] * decay : p[i];                   /* p.mul_(1 - lr*wd) */
-        float d = l2 ? fmaf(wd, pi, g[i]) : g[i];                     /* grad.add(p, alpha=wd) */
-        float mi = fmaf(c1, d, m[i] * beta1);                         /* m.mul_(b1).add_(d, alpha=1-b1) */
-        float vi = fmaf(c2 * d, d, v[i] * beta2);                     /* v.mul_(b2).addcmul_(d, d, value=1-b2) */
-        float denom = sqrtf(vi) / bc2_sqrt + eps;                     /* (v.sqrt() / bc2_sqrt).add_(eps) */
-        p[i] = pi + neg_step_size * mi / denom;                       /* p.addcdiv_(m, denom, value=-step_size) */
-        m[i] = mi;
-        v[i] = vi;
+    for (int64_t b = 0; b < nblk; b++) {
+        const int64_t i0 = b * ADAM_BLOCK;
+        adam_block(p + i0, g + i0, m + i0, v + i0, n - i0 < ADAM_BLOCK ? n - i0 : ADAM_BLOCK, &c);
     }
 }
 
