@@ -53,6 +53,7 @@ check "generation past the 16-token context keeps going" "test \"\$(gen --model 
 check "--stop ends before the stop string" "test \"\$(gen --model $m --prompt hello --greedy --stop '!' --stop zz)\" = ' world'"
 check "--flag=value works too" "test \"\$(gen --model=$m --prompt=hello --greedy --max-new=6)\" = ' world'"
 check "--prompt - reads stdin" "test \"\$(echo hello | tr -d '\n' | gen --model $m --prompt - --greedy --max-new 6)\" = ' world'"
+check "sampling without --seed differs between runs" "a=\$(gen --model $m --prompt hello --temperature 3 --top-k 5 --max-new 40) && b=\$(gen --model $m --prompt hello --temperature 3 --top-k 5 --max-new 40) && test \"\$a\" != \"\$b\""
 check "sampling with --seed is reproducible" "a=\$(gen --model $m --prompt hello --temperature 3 --top-k 5 --seed 7 --max-new 40) && b=\$(gen --model $m --prompt hello --temperature 3 --top-k 5 --seed 7 --max-new 40) && test \"\$a\" = \"\$b\" && test \${#a} -eq 40"
 check "--verbose prints the sampler order on stderr only" "gen --model $m --prompt hello --top-p 0.9 --verbose --max-new 5 2>$tmp/e >$tmp/o; grep -q 'temperature=1 -> top_k=0 (off) -> top_p=0.9 -> min_p=0 -> sample' $tmp/e && ! grep -q sampler $tmp/o"
 check "--verbose reports tokens/s" "grep -q 'tokens/s' $tmp/e"

@@ -20,7 +20,7 @@ Generates text with a language model, streaming tokens to stdout.
   --min-p P                  keep tokens with probability >= P x the top one (default 0 = off)
   --repetition-penalty R     penalize tokens already in the context (default 1 = off)
   --greedy                   always take the most probable token
-  --seed N                   seed the sampler (default: the genlab stream)
+  --seed N                   seed the sampler (default: a fresh seed each run)
   --stop STR                 stop before STR (repeatable); STR is not printed
   --tokenizer PATH           tokenizer file, when the model has none
   --verbose                  print the sampler settings and speed on stderr
@@ -133,9 +133,11 @@ local function run_generate(o)
     error(("%s has no tokenizer; give --tokenizer PATH"):format(o.model), 0)
   end
   if o.verbose then io.stderr:write(("generate: model %s\n"):format(o.model)) end
+  -- Without --seed each run samples anew, as users of a generate command expect.
+  local seed = o.seed or (os.time() * 1000003 + math.floor((gl.clock() % 1) * 1e6))
   local text, info = model:generate(o.prompt, {
     max_new = o.max_new, temperature = o.temperature, top_k = o.top_k, top_p = o.top_p, min_p = o.min_p,
-    repetition_penalty = o.repetition_penalty, greedy = o.greedy, seed = o.seed, stop = o.stop,
+    repetition_penalty = o.repetition_penalty, greedy = o.greedy, seed = seed, stop = o.stop,
     tokenizer = tok, verbose = o.verbose,
     on_token = function(piece)
       io.stdout:write(piece)
