@@ -1,5 +1,6 @@
 /* The genlab command. Exit codes: 0 success, 1 script error, 2 usage. */
 #include <stdbool.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,9 +94,20 @@ static void prefer_passive_waiting(char **argv)
     execv("/proc/self/exe", argv); /* returns only on failure: run on with the default */
 }
 
+/* glibc returns large freed blocks to the kernel at once and faults them
+ * back in on the next training step: 171k page faults and 15-20% of a
+ * nanoGPT step. Keeping them (up to 256 MB of free heap) measured 90-98
+ * instead of 117 ms/step; both settings are needed. */
+static void keep_freed_memory(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+}
+
 int main(int argc, char **argv)
 {
     prefer_passive_waiting(argv);
+    keep_freed_memory();
     if (argc < 2) return open_default();
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
