@@ -60,6 +60,10 @@ void gl_lua_check_options(lua_State *L, int idx, const char *op, const char *con
 typedef struct gl_module gl_module;
 gl_module *gl_lua_checkmodule(lua_State *L, int idx);
 int gl_lua_push_module(lua_State *L, gl_module *m, bool owned);
+/* An empty gl_tensor_list owned by the Lua stack (cleared by __gc), so a
+ * call that raises while filling it leaks nothing. */
+typedef struct gl_tensor_list gl_tensor_list;
+gl_tensor_list *gl_lua_new_tensor_list(lua_State *L);
 /* Extra methods for modules of one class (looked up before the common ones). */
 void gl_lua_register_module_methods(lua_State *L, const char *class_name, const luaL_Reg *funcs);
 

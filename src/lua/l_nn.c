@@ -44,7 +44,7 @@ static int list_gc(lua_State *L)
     return 0;
 }
 
-static gl_tensor_list *new_list(lua_State *L)
+gl_tensor_list *gl_lua_new_tensor_list(lua_State *L)
 {
     gl_tensor_list *l = lua_newuserdatauv(L, sizeof *l, 0);
     *l = (gl_tensor_list)GL_TENSOR_LIST_INIT;
@@ -141,7 +141,7 @@ typedef gl_status (*walk_fn)(const gl_module *m, gl_tensor_list *out);
 static int traverse(lua_State *L, walk_fn fn, bool named)
 {
     gl_module *m = gl_lua_checkmodule(L, 1);
-    gl_tensor_list *l = new_list(L);
+    gl_tensor_list *l = gl_lua_new_tensor_list(L);
     gl_lua_check(L, fn(m, l));
     push_list(L, l, named);
     return 1;
@@ -170,7 +170,7 @@ static int m_named_children(lua_State *L)
 static int m_state_dict(lua_State *L)
 {
     gl_module *m = gl_lua_checkmodule(L, 1);
-    gl_tensor_list *l = new_list(L);
+    gl_tensor_list *l = gl_lua_new_tensor_list(L);
     gl_lua_check(L, gl_module_state_dict(m, l));
     lua_createtable(L, 0, (int)l->n);
     for (int64_t k = 0; k < l->n; k++) {
@@ -212,7 +212,7 @@ static int load_into(lua_State *L, const gl_tensor_list *dst, int src_idx, int o
 {
     gl_lua_check_options(L, opts_idx, "load_state_dict", load_opts);
     bool strict = gl_lua_optfield_bool(L, opts_idx, "strict", true);
-    gl_tensor_list *src = new_list(L), *missing = new_list(L), *unexpected = new_list(L);
+    gl_tensor_list *src = gl_lua_new_tensor_list(L), *missing = gl_lua_new_tensor_list(L), *unexpected = gl_lua_new_tensor_list(L);
     map_to_list(L, src_idx, src, "load_state_dict");
     gl_lua_check(L, gl_state_dict_load(dst, src, strict, missing, unexpected));
     push_names(L, missing);
@@ -223,7 +223,7 @@ static int load_into(lua_State *L, const gl_tensor_list *dst, int src_idx, int o
 static int m_load_state_dict(lua_State *L)
 {
     gl_module *m = gl_lua_checkmodule(L, 1);
-    gl_tensor_list *dst = new_list(L);
+    gl_tensor_list *dst = gl_lua_new_tensor_list(L);
     gl_lua_check(L, gl_module_state_dict(m, dst));
     return load_into(L, dst, 2, 3);
 }
@@ -492,7 +492,7 @@ static int l_tensor_key(lua_State *L)
 static int l_load_tensors(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    gl_tensor_list *dst = new_list(L);
+    gl_tensor_list *dst = gl_lua_new_tensor_list(L);
     lua_Integer n = luaL_len(L, 1);
     for (lua_Integer k = 1; k <= n; k++) {
         lua_geti(L, 1, k);

@@ -27,20 +27,14 @@
 
 #define GL_LUA_OPTIM "genlab.Optimizer"
 #define GL_LUA_SCHEDULE "genlab.Schedule"
-#define TENSOR_LIST "genlab.optim.TensorList"
 #define SCALAR_LIST "genlab.optim.ScalarList"
 
 typedef struct {
     gl_optim *o; /* NULL once freed */
 } optim_ud;
 
-/* --- temporary lists owned by the Lua stack (no leak when a call raises) --- */
-
-static int tensor_list_gc(lua_State *L)
-{
-    gl_tensor_list_clear(luaL_checkudata(L, 1, TENSOR_LIST));
-    return 0;
-}
+/* --- temporary scalar lists owned by the Lua stack (no leak when a call raises);
+ * tensor lists come from gl_lua_new_tensor_list --- */
 
 static int scalar_list_gc(lua_State *L)
 {
@@ -58,11 +52,6 @@ static void *new_box(lua_State *L, size_t size, const char *tname, lua_CFunction
     }
     lua_setmetatable(L, -2);
     return p;
-}
-
-static gl_tensor_list *new_tensor_list(lua_State *L)
-{
-    return new_box(L, sizeof(gl_tensor_list), TENSOR_LIST, tensor_list_gc);
 }
 
 static gl_scalar_list *new_scalar_list(lua_State *L)
@@ -160,7 +149,7 @@ static int construct(lua_State *L, gl_optim_kind kind, const char *op)
     bool groups = lua_istable(L, -1);
     lua_pop(L, 1);
     if (!groups) {
-        gl_tensor_list *l = new_tensor_list(L);
+        gl_tensor_list *l = gl_lua_new_tensor_list(L);
         tensors_from(L, 1, l, op);
         gl_lua_check(L, gl_optim_add_group(u->o, l, &defaults));
         lua_pop(L, 1);
@@ -174,7 +163,7 @@ static int construct(lua_State *L, gl_optim_kind kind, const char *op)
         gl_lua_check_options(L, gi, op, group_keys);
         gl_optim_hparams h = defaults;
         read_hparams(L, gi, kind, &h, op);
-        gl_tensor_list *l = new_tensor_list(L);
+        gl_tensor_list *l = gl_lua_new_tensor_list(L);
         lua_getfield(L, gi, "params");
         if (lua_isnil(L, -1)) return luaL_error(L, "%s: group %d has no params", op, (int)g);
         tensors_from(L, -1, l, op);
@@ -237,7 +226,7 @@ static int o_num_groups(lua_State *L)
 static int o_state_dict(lua_State *L)
 {
     gl_optim *o = check_optim(L, 1);
-    gl_tensor_list *tensors = new_tensor_list(L);
+    gl_tensor_list *tensors = gl_lua_new_tensor_list(L);
     gl_scalar_list *scalars = new_scalar_list(L);
     gl_lua_check(L, gl_optim_state_dict(o, tensors, scalars));
     lua_createtable(L, 0, 2);
@@ -268,7 +257,7 @@ static int o_load_state_dict(lua_State *L)
     gl_optim *o = check_optim(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     gl_lua_check_options(L, 2, "load_state_dict", sd_keys);
-    gl_tensor_list *tensors = new_tensor_list(L);
+    gl_tensor_list *tensors = gl_lua_new_tensor_list(L);
     gl_scalar_list *scalars = new_scalar_list(L);
     if (lua_getfield(L, 2, "tensors") != LUA_TNIL) {
         luaL_checktype(L, -1, LUA_TTABLE);
@@ -329,7 +318,7 @@ static int o_tostring(lua_State *L)
 static int l_clip_grad_norm(lua_State *L)
 {
     static const char *const keys[] = {"norm_type", NULL};
-    gl_tensor_list *l = new_tensor_list(L);
+    gl_tensor_list *l = gl_lua_new_tensor_list(L);
     tensors_from(L, 1, l, "clip_grad_norm");
     double max_norm = luaL_checknumber(L, 2);
     gl_lua_check_options(L, 3, "clip_grad_norm", keys);
