@@ -1,5 +1,7 @@
 #include "autograd/tape.h"
 
+#include "core/interrupt.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -211,6 +213,7 @@ gl_status gl_backward(gl_tensor *root, const gl_tensor *grad, bool retain_graph)
 
     for (size_t k = order.n; k-- > 0 && st == GL_OK;) {
         gl_node *nd = order.items[k];
+        gl_interrupt_tick(); /* a backward pass runs to its end; the workbench may echo keys meanwhile */
         if (nd->gout) st = nd->backward(nd);
         gl_tensor_release(nd->gout);
         nd->gout = NULL;

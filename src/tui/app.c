@@ -93,6 +93,12 @@ typedef struct {
     int edit_cell;     /* cell whose source is in the input line, or 0 */
     unsigned char keys[256];
     int nkeys, key_at;
+    struct {
+        wint_t wc;
+        bool code; /* a curses key code, not a character */
+    } later[256];  /* keys read during a job that must wait for the loop */
+    int nlater;
+    bool in_hook;  /* keys are being handled from inside a running job's op */
     double last_frame, last_model, slice_end;
     lua_Integer metrics_version, nb_version;
     bool model_stale, curves_stale;
@@ -865,7 +871,10 @@ static void start_queued(void)
     while (app.nqueue > 0 && !must_wait()) {
         char *line = app.queue[0];
         memmove(app.queue, app.queue + 1, (size_t)(--app.nqueue) * sizeof *app.queue);
-        submit(line);
+        if (!app.chunk && line[0] == ':')
+            command(line);
+        else
+            submit(line);
         free(line);
     }
 }
@@ -898,9 +907,9 @@ static void on_line(char *line)
         app.edit_cell = 0;
         set_prompt("> ");
         refresh_notebook(false);
-    } else if (!app.chunk && line[0] == ':') {
+    } else if (!app.chunk && line[0] == ':' && !app.in_hook) {
         command(line);
-    } else if (app.nqueue > 0 || must_wait()) {
+    } else if (app.in_hook || app.nqueue > 0 || must_wait()) {
         if (app.nqueue < (int)(sizeof app.queue / sizeof *app.queue)) {
             app.queue[app.nqueue++] = strdup(line);
             info("(runs when the job reaches its next step)");
@@ -1187,6 +1196,8 @@ static void special_key(int key)
     readline_key(key);
 }
 
+static void type_key(wint_t wc);
+
 static void key(wint_t wc)
 {
     gl_screen *s = &app.scr;
@@ -1222,6 +1233,12 @@ static void key(wint_t wc)
         s->focus = -1; /* typing goes to the input line */
         gl_screen_layout(s);
     }
+    type_key(wc);
+}
+
+/* A key typed into the input line. */
+static void type_key(wint_t wc)
+{
     char buf[MB_LEN_MAX];
     mbstate_t st;
     memset(&st, 0, sizeof st);
@@ -1229,8 +1246,58 @@ static void key(wint_t wc)
     if (n != (size_t)-1) feed(buf, n);
 }
 
+/* Keys readline can take from inside a running job: they edit the input
+ * line, or enter it into the queue of lines that run once the job yields;
+ * none runs Lua or touches jobs and panes. */
+static bool edits_only(wint_t wc)
+{
+    const gl_screen *s = &app.scr;
+    if (s->help || s->focus >= 0 || app.edit_cell) return false;
+    if (wc == ' ' && line_empty()) return false; /* pauses the job */
+    if (wc == '?' && line_empty()) return false; /* opens the help */
+    if (wc >= 32) return true;                   /* characters; 127 is backspace */
+    switch (wc) {
+    case '\r': case '\n': /* the line is queued (on_line), as any line entered while a job computes */
+    case 1: case 2: case 5: case 6: case 8: case 11: case 21: case 23: /* C-a C-b C-e C-f C-h C-k C-u C-w */
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Called from inside ops while a job runs (gl_interrupt_set_hook), so what
+ * is typed during a long training step echoes at once. Editing keys and
+ * Enter go to readline now; the first key that could run something (Tab,
+ * pane and function keys, Space on an empty line...) and every key after it
+ * wait in app.later for the loop, which handles them in order. */
+static void echo_during_job(void *unused)
+{
+    (void)unused;
+    if (!running || app.quit) return;
+    wint_t wc;
+    int r;
+    while ((r = wget_wch(app.scr.input, &wc)) != ERR) {
+        bool code = r == KEY_CODE_YES;
+        if (app.nlater == 0 && !code && edits_only(wc)) {
+            app.in_hook = true;
+            type_key(wc);
+            app.in_hook = false;
+        } else if (app.nlater < (int)(sizeof app.later / sizeof *app.later)) {
+            app.later[app.nlater].wc = wc;
+            app.later[app.nlater++].code = code;
+        }
+    }
+    if (app.scr.input_dirty) gl_screen_draw_input(&app.scr);
+}
+
 static void read_keys(void)
 {
+    for (int i = 0; i < app.nlater && !app.quit; i++)
+        if (app.later[i].code)
+            special_key((int)app.later[i].wc);
+        else
+            key(app.later[i].wc);
+    app.nlater = 0;
     wint_t wc;
     int r;
     while (!app.quit && (r = wget_wch(app.scr.input, &wc)) != ERR) {
@@ -1593,6 +1660,7 @@ int gl_app_main(const char *notebook)
         def_prog_mode();
     }
     setup_readline();
+    gl_interrupt_set_hook(echo_during_job, NULL, 0.010);
     lua_getglobal(L, "gl");
     lua_getfield(L, -1, "system_info");
     if (lua_pcall(L, 0, 1, 0) == LUA_OK) info("%s", lua_tostring(L, -1));
@@ -1603,6 +1671,7 @@ int gl_app_main(const char *notebook)
     gl_screen_draw(&app.scr, true);
     loop();
 
+    gl_interrupt_set_hook(NULL, NULL, 0);
     rl_callback_handler_remove();
     if (app.history) history_truncate_file(app.history, GL_REPL_HISTORY_MAX);
     free(app.history);
