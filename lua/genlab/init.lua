@@ -14,5 +14,9 @@ gl.data = require "genlab.data"
 gl.train = require "genlab.train"
 gl.metrics = require "genlab.metrics"
 gl.notebook = require "genlab.notebook"
+require "genlab.prompt"     -- gl.prompt
+require "genlab.llm"        -- gl.llm (gl.llm.openai loads on first use)
+require "genlab.chain"      -- gl.chain
+require "genlab.probe"      -- gl.probe
 
 return gl
