@@ -3,7 +3,8 @@
 --   gl.models.gpt{...}                      build (see l_models.c for the keys)
 --   gl.models.load(path [, opts]) -> model, info
 --       path: a Hugging Face directory (config.json + model.safetensors) or one
---       of its files, a llama2.c .bin, or a genlab checkpoint (.safetensors).
+--       of its files, a llama2.c .bin, a genlab checkpoint (.safetensors), or
+--       a Trainer checkpoint of a GPT (gl.train's checkpoint option).
 --       info = {format = "hf" | "llama2c" | "genlab", dir = ..., tokenizer = ...}:
 --       tokenizer is the tokenizer stored with a genlab checkpoint (its text, or
 --       the object gl.tokenizer.from_string makes of it when that exists), else
@@ -43,9 +44,36 @@ local function find_tokenizer(dir, want)
   return nil
 end
 
+-- A Trainer checkpoint (gl.checkpoint format) of a GPT: the model is built
+-- from the configuration the Trainer saved with it. nil when path is not one.
+local function load_trainer_checkpoint(path)
+  local ok, tensors, meta = pcall(gl.load, path)
+  if not ok or type(meta) ~= "table" or meta.format ~= "genlab-checkpoint" then return nil end
+  if not meta["extra.model_config"] then
+    error(("models.load: %s is a training checkpoint without the model's configuration "
+      .. "(saved by an older genlab, or not of a GPT): load it with gl.checkpoint.load into a model you build"):format(path), 3)
+  end
+  local config = gl.json.decode(gl.json.decode(meta["extra.model_config"]))
+  local model = gl.models.gpt(config)
+  local state = {}
+  for k, t in pairs(tensors) do
+    if k:sub(1, 6) == "model." then state[k:sub(7)] = t end
+  end
+  model:load_state_dict(state)
+  local info = { format = "genlab-checkpoint", config = model:config() }
+  local tok = meta["extra.tokenizer"] and gl.json.decode(meta["extra.tokenizer"])
+  if tok and gl.tokenizer and gl.tokenizer.from_string then
+    local ok_tok, t = pcall(gl.tokenizer.from_string, tok)
+    if ok_tok and t then info.tokenizer_text, info.tokenizer = tok, t end
+  end
+  return model, info
+end
+
 function M.load(path, opts)
   if type(path) ~= "string" then error("models.load: path must be a string", 2) end
   opts = check_opts("models.load", opts, { tokenizer = true })
+  local from_trainer, trainer_info = load_trainer_checkpoint(path)
+  if from_trainer then return from_trainer, trainer_info end
   local model, info = C.load(path)
   if info.tokenizer then
     local from = gl.tokenizer and gl.tokenizer.from_string

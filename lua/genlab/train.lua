@@ -24,6 +24,8 @@
 --   eval_every, eval_iters (20)   periodic loss estimate on both splits
 --   sample_every    periodic sample: sample_fn(model, run) -> string, or
 --                   sample = {prompt = "\n", max_new = 200, temperature =, top_k =}
+--                   (the default prompt is a newline, or token 0 where the
+--                   vocabulary has no newline)
 --                   through model:generate(prompt, {tokenizer = data.tokenizer, ...})
 --                   (gl.generate's convention: a string prompt gives the new text)
 --   checkpoint, checkpoint_every   path and period of atomic checkpoints
@@ -306,7 +308,10 @@ function Run:sample_text()
   if not model.generate then return nil end
   if not tok then fail("sampling needs the data's tokenizer (or give sample_fn)") end
   local s = self.sample
-  local prompt = s.prompt or "\n"
+  local prompt = s.prompt
+  if not prompt then -- a newline where the vocabulary has one, else its first token
+    prompt = pcall(tok.encode, tok, "\n") and "\n" or tok:decode({ 0 })
+  end
   local was_training = model:training()
   model:eval()
   local ok, out = pcall(on_seed, self, SAMPLE_SEED, function()
@@ -463,6 +468,9 @@ function Run:save(path)
   local tok = self.data.tokenizer
   if tok and tok.serialize then extra.tokenizer = tok:serialize() end
   for k, v in pairs(self.meta) do extra["meta." .. k] = v end
+  -- with the model's configuration, gl.models.load can open the checkpoint
+  local has_config, config = pcall(function() return self.model:config() end)
+  if has_config and type(config) == "table" then extra.model_config = gl.json.encode(config) end
   gl.checkpoint.save(path or self.checkpoint, { model = self.model, optim = self.opt, step = self.step_count,
                                                 extra = extra })
 end

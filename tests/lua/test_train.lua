@@ -420,4 +420,33 @@ do
   T.ok(tostring(r):find("Run(step 0", 1, true) ~= nil, "tostring shows the step", tostring(r))
 end
 
+-- A Trainer checkpoint of a GPT opens with gl.models.load (configuration and
+-- tokenizer travel with it), and sampling works on a corpus without newlines.
+do
+  local text = os.tmpname()
+  local f = assert(io.open(text, "w"))
+  f:write(("abcdefgh "):rep(200))
+  f:close()
+  local ckpt = os.tmpname()
+  gl.seed(7)
+  local data = gl.data.text(text, { tokenizer = "char", block = 16, batch = 4 })
+  local gpt = gl.models.gpt { vocab_size = data:vocab_size(), block_size = 16, n_layer = 1, n_head = 2, n_embd = 16 }
+  local samples = {}
+  local run = gl.train { model = gpt, data = data, lr = 1e-3, quiet = true, checkpoint = ckpt, checkpoint_every = 4,
+                         sample_every = 4, sample = { max_new = 5 } }
+  local ok, err = pcall(function() run:step(4) end)
+  T.ok(ok, "sampling with the default prompt works on a corpus without newlines", err)
+  local loaded, info = gl.models.load(ckpt)
+  T.eq(info.format, "genlab-checkpoint", "gl.models.load opens a Trainer checkpoint")
+  T.ok(info.tokenizer ~= nil, "its tokenizer comes with it")
+  local want = gpt:generate("abc", { tokenizer = data.tokenizer, max_new = 6, greedy = true })
+  T.eq(loaded:generate("abc", { tokenizer = info.tokenizer, max_new = 6, greedy = true }), want,
+    "the loaded model generates what the trained one does")
+  local plain = os.tmpname()
+  gl.checkpoint.save(plain, { model = gpt, step = 1 })
+  T.raises(function() gl.models.load(plain) end, "without the model's configuration",
+    "a checkpoint without a configuration names what is missing")
+  os.remove(text) os.remove(ckpt) os.remove(plain)
+end
+
 T.done()
