@@ -14,6 +14,8 @@ gl.data = require "genlab.data"
 gl.train = require "genlab.train"
 gl.metrics = require "genlab.metrics"
 gl.notebook = require "genlab.notebook"
+require "genlab.image"      -- gl.image
+require "genlab.data_image" -- gl.data.mnist, gl.data.images
 require "genlab.prompt"     -- gl.prompt
 require "genlab.llm"        -- gl.llm (gl.llm.openai loads on first use)
 require "genlab.chain"      -- gl.chain
