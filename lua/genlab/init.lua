@@ -14,6 +14,7 @@ gl.data = require "genlab.data"
 gl.train = require "genlab.train"
 gl.metrics = require "genlab.metrics"
 gl.notebook = require "genlab.notebook"
+require "genlab.ema"        -- gl.ema
 require "genlab.image"      -- gl.image
 require "genlab.data_image" -- gl.data.mnist, gl.data.images
 require "genlab.prompt"     -- gl.prompt
