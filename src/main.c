@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "lua/runtime.h"
+#include "serve/serve.h"
 #include "tui/app.h"
 #include "tui/repl.h"
 
@@ -22,7 +23,10 @@ static const char usage[] =
     "  repl                a line REPL with readline history\n"
     "  generate --model PATH --prompt TEXT [FLAGS]\n"
     "                      generate text with a language model (see genlab(1))\n"
+    "  serve --model PATH [--port N] [--host ADDR] [--api-key-env VAR]\n"
+    "                      an OpenAI-compatible HTTP server for a language model\n"
     "  bench               measure this machine: sgemm GFLOP/s, training throughput\n"
+    "  bench serve         load-test genlab serve: latency, tokens/s, overhead\n"
     "  --help, -h          this text\n"
     "  --version, -v       version, BLAS and threading\n"
     "\n"
@@ -119,6 +123,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "repl") == 0) return gl_repl_main(argc - 2, argv + 2);
     if (strcmp(cmd, "generate") == 0)
         return run_lua_command("os.exit(require('genlab.cli').generate(arg))", argc - 2, argv + 2);
+    if (strcmp(cmd, "serve") == 0) return gl_serve_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "bench") == 0 && argc > 2 && strcmp(argv[2], "serve") == 0)
+        return gl_serve_bench_main(argc - 3, argv + 3);
     if (strcmp(cmd, "bench") == 0) return run_lua_command("require('genlab.bench').main(arg)", argc - 2, argv + 2);
     if (cmd[0] != '-' && strlen(cmd) > 4 && strcmp(cmd + strlen(cmd) - 4, ".lua") == 0)
         return argc == 2 && on_terminal() ? gl_app_main(cmd) : run_script(argc - 1, argv + 1);
