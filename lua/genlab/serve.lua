@@ -39,7 +39,7 @@ function M.load(path, opts)
   local tok = tokenizer_of(info, opts.tokenizer)
   if not tok then error(("%s has no tokenizer; give --tokenizer PATH"):format(path), 0) end
   model:eval()
-  local template = opts.template or ct.default_for(model)
+  local template = opts.template or ct.default_for({ tokenizer = tok })
   local known = false
   for _, name in ipairs(ct.names()) do known = known or name == template end
   if not known then

@@ -399,6 +399,9 @@ function Run:_one()
   local info = { step = step, loss = loss, lr = lr, grad_norm = norm, tokens = self.tokens,
                  tokens_per_s = tokens / dt, ms = dt * 1000 }
   self.last = info
+  -- logged at once, so that an interrupt from here on (the workbench's
+  -- Ctrl-C) leaves the step count and the logged steps in agreement
+  metrics.log(self.name, step, { loss = loss, lr = lr, tokens_per_s = info.tokens_per_s, grad_norm = norm })
 
   local done = self.max_steps and step >= self.max_steps
   local eval_ok, err = pcall(function()
@@ -411,8 +414,7 @@ function Run:_one()
   info.elapsed = self.elapsed
   self:_logline(info)
   if not eval_ok then error(err, 0) end
-  metrics.log(self.name, step, { loss = loss, lr = lr, tokens_per_s = info.tokens_per_s, grad_norm = norm,
-                                 train_loss = info.train_loss, val_loss = info.val_loss })
+  if info.train_loss then metrics.log(self.name, step, { train_loss = info.train_loss, val_loss = info.val_loss }) end
 
   if self.tty then
     self:_print(progress_line(self, info), true)
