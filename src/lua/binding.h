@@ -84,6 +84,7 @@ void gl_lua_open_models(lua_State *L, int module_idx);
 void gl_lua_open_text(lua_State *L, int module_idx);
 void gl_lua_open_sample(lua_State *L, int module_idx);
 void gl_lua_open_plot(lua_State *L, int module_idx);
+void gl_lua_open_conv(lua_State *L, int module_idx);
 void gl_lua_open_norm2d(lua_State *L, int module_idx);
 void gl_lua_open_image(lua_State *L, int module_idx);
 void gl_lua_open_http(lua_State *L, int module_idx);

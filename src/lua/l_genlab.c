@@ -21,6 +21,7 @@ int luaopen_genlab_core(lua_State *L)
     gl_lua_open_models(L, m);
     gl_lua_open_sample(L, m);
     gl_lua_open_plot(L, m);
+    gl_lua_open_conv(L, m);
     gl_lua_open_norm2d(L, m);
     gl_lua_open_image(L, m);
     gl_lua_open_http(L, m);
