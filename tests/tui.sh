@@ -302,5 +302,48 @@ check "UI overhead: the UI takes under 5% of the time while training (${cost}%, 
 check "UI overhead: the workbench trains at least half as fast as genlab run on this noisy machine" \
     "test -n '$ui' && test -n '$headless' && awk 'BEGIN { exit !($ui >= 0.5 * $headless) }'"
 
+# ---- the Probe pane ------------------------------------------------------------------------
+# gl.probe on a tiny GPT with a char tokenizer, shown in the Probe pane (F8).
+cat >"$tmp/probe.lua" <<'EOF'
+gl.seed(1)
+ptok = gl.tokenizer.char("abcdefghijklmnopqrstuvwxyz ")
+pmodel = gl.models.gpt { vocab_size = ptok:vocab_size(), block_size = 32, n_layer = 1, n_head = 2, n_embd = 16 }
+EOF
+start p 120x40
+wait_for p '^>( |$)' 15
+keys p F6 # the notebook's heads are coloured: out of the way of the colour check
+keys p F8
+check "F8 opens the Probe pane, which says how to fill it" \
+    "wait_for p 'Probe \[F8\]' 5 && wait_for p 'probe\{\.\.\.\} compares prompt variants here' 5"
+type_line p 'dofile("probe.lua")'
+type_line p 'probe{model = pmodel, tokenizer = ptok, max_tokens = 6, variants = {{name = "terse", prompt = "the fox"}, {name = "verbose", prompt = "the quick brown fox"}}}'
+check "probe{...} shows two variants side by side with their prompt token counts (7 and 19)" \
+    "wait_for p 'terse +│ verbose' 15 && wait_for p 'prompt \(7 tokens\): +│ prompt \(19 tokens\):' 5"
+check "probe{...} returns the result, printed as a one-line summary" "wait_for p '^probe: terse 7 tokens, verbose 19 tokens' 5"
+check "the Probe pane colours output tokens by log-prob (256-colour escapes, no error shown)" \
+    "tm capture-pane -e -p -t p | grep -q '38;5;\(76\|221\|203\)m' && ! screen p | grep -qi 'error\|traceback'"
+tm resize-window -t p -x 60 -y 20
+sleep 0.5
+type_line p '5 + 5'
+check "resized to 60x20 with the Probe pane open: no crash, the variants stacked in the compact band" \
+    "wait_for p '^10$' 5 && screen p | grep -q 'Probe \[F8\]' && screen p | grep -q 'prompt (7 tokens):' && \
+     ! screen p | grep -q 'prompt (19 tokens)' && screen p | tail -1 | grep -q '^>'"
+keys p C-o C-o C-o # Transcript, Loss, Probe
+scrolled=no
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    keys p Down
+    if wait_for p 'prompt \(19 tokens\):' 1; then scrolled=yes; break; fi
+done
+check "the focused Probe pane scrolls (Down) to the second variant's token count" "test $scrolled = yes"
+keys p Escape
+tm resize-window -t p -x 120 -y 40
+sleep 0.5
+check "back at 120x40 the variants are side by side again" "wait_for p 'terse +│ verbose' 5"
+keys p F8
+check "F8 hides the Probe pane" "sleep 0.5; ! screen p | grep -q 'Probe \[F8\]'"
+keys p C-d
+check "quit after probing: status 0" "wait_for p 'EXITED:0' 10"
+finish p
+
 echo "1..$n"
 exit $fail

@@ -1,7 +1,8 @@
 -- The workbench's own Lua (loaded by src/tui/app.c): finding the run and
--- model a job works on, status text, checkpoints, notebook lines, and the
--- wrappers that send samples, images and yields to the UI. Returns a
--- function of (gl, ui), where ui holds the C callbacks of the workbench.
+-- model a job works on, status text, checkpoints, notebook lines, the
+-- wrappers that send samples, images and yields to the UI, and the Probe
+-- pane's side: probe{...} (gl.probe, then shown) and gl.probe.show(result).
+-- Returns a function of (gl, ui), where ui holds the C callbacks of the workbench.
 return function(...)
   local gl, ui = ...
   local Run = gl.train.Run
@@ -76,7 +77,9 @@ return function(...)
   function gl.yield_ui() if not ui.repl_yield() then return nb_yield() end end
   local gen = require 'genlab.generate'
   local generate = gen.generate
+  local quiet = setmetatable({}, { __mode = 'k' }) -- threads whose generations stay out of the Samples pane
   function gen.generate(model, prompt, opts)
+    if quiet[coroutine.running()] then return generate(model, prompt, opts) end
     local o = {}
     for k, v in pairs(opts or {}) do o[k] = v end
     local user = o.on_token
@@ -93,10 +96,48 @@ return function(...)
     if gl.is_tensor(x) and (kind == 'image' or (kind == nil and x:dtype() == 'u8')) then pcall(ui.image, x) end
     return display(x, kind)
   end
+  -- The Probe pane: the result last shown, formatted by ui.probe_text for
+  -- the pane's width each time it changes; columns side by side while each
+  -- gets 20 characters, else the variants one under the other.
+  local P = gl.probe
+  local function is_probe(r) return type(r) == 'table' and type(r.variants) == 'table' and #r.variants > 0 end
+  function P.show(r)
+    if not is_probe(r) then error('probe.show: expected a gl.probe result (a table with variants)', 2) end
+    ui.probe_result = r
+    ui.show_probe()
+  end
+  function ui.probe_text(_, width, color)
+    local r = ui.probe_result
+    if not r then return nil end
+    local n, o = #r.variants, { width = width, color = color }
+    if (width - 3 * (n - 1)) // n >= 20 then return P.format(r, o) end
+    local parts = {}
+    for i, v in ipairs(r.variants) do
+      local ok, text = pcall(P.format, { expected = r.expected, variants = { v } }, o)
+      parts[i] = ok and text or ('%s: the pane is too narrow (+ widens it)\n'):format(v.name)
+    end
+    return table.concat(parts, '\n')
+  end
+  local summary = { __tostring = function(r)
+    local parts = {}
+    for i, v in ipairs(r.variants) do parts[i] = ('%s %d tokens'):format(v.name, v.prompt_tokens) end
+    return ('probe: %s (Probe pane, F8)'):format(table.concat(parts, ', '))
+  end }
+  -- probe{...}: gl.probe's options; shows the result in the Probe pane and returns it.
+  function probe(opts)
+    local co = coroutine.running()
+    quiet[co] = true
+    local ok, r = pcall(P, opts)
+    quiet[co] = nil
+    if not ok then error(r, 0) end
+    P.show(r)
+    return getmetatable(r) == nil and setmetatable(r, summary) or r
+  end
   function show(x, title)
     if gl.is_tensor(x) then return ui.image(x, title) end
+    if is_probe(x) then return P.show(x) end
     if is_module(x) then ui.shown_model = x return ui.show_model() end
     if type(x) == 'string' then ui.sample_begin('') return ui.sample(x) end
-    error('show: expected a tensor (Image pane), a model (Model pane) or a string (Samples pane)', 2)
+    error('show: expected a tensor (Image pane), a model (Model pane), a probe result (Probe pane) or a string (Samples pane)', 2)
   end
 end

@@ -2,7 +2,7 @@
  *
  * Layout: the input line at the bottom, the status line above it; above
  * them a main column (notebook over transcript) and, when any is shown, a
- * side column of panes (Loss, Samples, Model, Image) stacked by weight.
+ * side column of panes (Loss, Samples, Model, Image, Probe) stacked by weight.
  * Below 100x28 (down to 60x20) the layout is compact: the side panes share
  * a band under the main column instead. Each pane has a title row (reversed
  * when focused); side panes have a rule on their left. */
@@ -15,8 +15,9 @@
 #define INPUT_MAX_ROWS 5
 #define TEXT_MAX_LINES 5000
 
-static const char *const titles[GL_PANE_COUNT] = {"Notebook", "Transcript", "Loss", "Samples", "Model", "Image"};
-static const char *const keys[GL_PANE_COUNT] = {"F6", "F7", "F2", "F3", "F4", "F5"};
+static const char *const titles[GL_PANE_COUNT] = {"Notebook", "Transcript", "Loss",
+                                                  "Samples",  "Model",      "Image", "Probe"};
+static const char *const keys[GL_PANE_COUNT] = {"F6", "F7", "F2", "F3", "F4", "F5", "F8"};
 
 /* ---- text ------------------------------------------------------------------------- */
 
@@ -327,6 +328,76 @@ static void draw_image(gl_screen *s)
     gl_canvas_free(&c);
 }
 
+/* The style after the SGR parameters from p to end: 0 resets, 1 bold, 2 dim,
+ * 22 neither, 30-37 a colour (*fg, as a 256-colour shade like the other
+ * panes' colours), 39 the default colour. */
+static attr_t sgr_attr(const char *p, const char *end, attr_t a, short *fg)
+{
+    static const short ansi[8] = {-1, 203, 76, 221, 75, 170, 45, 252};
+    while (p < end) {
+        int v = 0;
+        while (p < end && *p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
+        if (p < end) p++; /* ';' */
+        if (v == 0) a = A_NORMAL, *fg = -1;
+        else if (v == 1) a |= A_BOLD;
+        else if (v == 2) a |= A_DIM;
+        else if (v == 22) a &= ~(attr_t)(A_BOLD | A_DIM);
+        else if (v >= 30 && v <= 37) *fg = ansi[v - 30];
+        else if (v == 39) *fg = -1;
+    }
+    return a;
+}
+
+/* One line with SGR escapes at window row y, cut at cols columns. */
+static void draw_sgr_line(gl_screen *s, WINDOW *w, int y, int x, int cols, const char *str)
+{
+    attr_t a = A_NORMAL;
+    short fg = -1;
+    int used = 0;
+    const char *p = str;
+    while (*p && used < cols) {
+        if (p[0] == '\033') { /* ESC [ params final: an SGR ('m') sets the style, others are dropped */
+            const char *q = p + 1;
+            if (*q == '[') {
+                while (*++q && !(*q >= '@' && *q <= '~')) {}
+                if (*q == 'm') a = sgr_attr(p + 2, q, a, &fg);
+                if (*q) q++;
+            }
+            p = q;
+            continue;
+        }
+        size_t len = strcspn(p, "\033");
+        int pair = 0, width;
+        if (s->colors && fg >= 0) {
+            pair = alloc_pair(fg, -1);
+            if (pair < 0) pair = 0;
+        }
+        wattr_set(w, a, 0, &pair);
+        size_t n = fit(p, len, cols - used, &width);
+        mvwaddnstr(w, y, x + used, p, (int)n);
+        used += width;
+        if (n < len) break;
+        p += len;
+    }
+    wattr_set(w, A_NORMAL, 0, NULL);
+}
+
+static void draw_probe(gl_screen *s)
+{
+    WINDOW *w = s->panes[GL_PANE_PROBE].win;
+    draw_title(s, GL_PANE_PROBE, NULL);
+    int x = content_x(s, GL_PANE_PROBE), cols = getmaxx(w) - x, rows = getmaxy(w) - 1;
+    if (s->probe.n == 0) {
+        draw_message(w, x, "probe{...} compares prompt variants here");
+        return;
+    }
+    for (int r = 0; r < rows && cols > 0; r++) {
+        int i = s->panes[GL_PANE_PROBE].scroll + r;
+        if (i >= s->probe.n) break;
+        draw_sgr_line(s, w, 1 + r, x, cols, s->probe.lines[i].text);
+    }
+}
+
 static void draw_pane(gl_screen *s, gl_pane_id id)
 {
     gl_pane *p = &s->panes[id];
@@ -350,6 +421,7 @@ static void draw_pane(gl_screen *s, gl_pane_id id)
         break;
     case GL_PANE_LOSS: draw_loss(s); break;
     case GL_PANE_IMAGE: draw_image(s); break;
+    case GL_PANE_PROBE: draw_probe(s); break;
     default: break;
     }
     wnoutrefresh(p->win);
@@ -531,9 +603,10 @@ void gl_screen_layout(gl_screen *s)
         s->panes[GL_PANE_TRANSCRIPT].visible = true;
 
     static const gl_pane_id main_ids[] = {GL_PANE_NOTEBOOK, GL_PANE_TRANSCRIPT};
-    static const gl_pane_id side_ids[] = {GL_PANE_LOSS, GL_PANE_SAMPLES, GL_PANE_MODEL, GL_PANE_IMAGE};
+    static const gl_pane_id side_ids[] = {GL_PANE_LOSS, GL_PANE_SAMPLES, GL_PANE_MODEL, GL_PANE_IMAGE, GL_PANE_PROBE};
+    enum { NSIDE = sizeof side_ids / sizeof *side_ids };
     bool any_side = false;
-    for (int i = 0; i < 4; i++) any_side = any_side || s->panes[side_ids[i]].visible;
+    for (int i = 0; i < NSIDE; i++) any_side = any_side || s->panes[side_ids[i]].visible;
     int main_w = s->cols, main_h = area, side_w = 0, side_h = 0;
     if (any_side && s->compact) {
         side_h = area * s->side_pct / 100;
@@ -543,21 +616,21 @@ void gl_screen_layout(gl_screen *s)
         side_w = s->cols * s->side_pct / 100;
         main_w = s->cols - side_w;
     }
-    int sizes[4];
+    int sizes[NSIDE];
     split(s, main_ids, 2, main_h, 2, sizes);
     for (int i = 0, y = 0; i < 2; i++) {
         place(s, main_ids[i], sizes[i], main_w, y, 0);
         y += sizes[i];
     }
     if (s->compact) {
-        split(s, side_ids, 4, s->cols, 8, sizes);
-        for (int i = 0, x = 0; i < 4; i++) {
+        split(s, side_ids, NSIDE, s->cols, 8, sizes);
+        for (int i = 0, x = 0; i < NSIDE; i++) {
             place(s, side_ids[i], sizes[i] ? side_h : 0, sizes[i], main_h, x);
             x += sizes[i];
         }
     } else {
-        split(s, side_ids, 4, area, 3, sizes);
-        for (int i = 0, y = 0; i < 4; i++) {
+        split(s, side_ids, NSIDE, area, 3, sizes);
+        for (int i = 0, y = 0; i < NSIDE; i++) {
             place(s, side_ids[i], sizes[i], side_w, y, main_w);
             y += sizes[i];
         }
@@ -614,8 +687,8 @@ void gl_screen_close(gl_screen *s)
     if (s->input) delwin(s->input);
     if (s->overlay) delwin(s->overlay);
     endwin();
-    gl_text *texts[] = {&s->transcript, &s->samples, &s->model, &s->notebook};
-    for (int i = 0; i < 4; i++) {
+    gl_text *texts[] = {&s->transcript, &s->samples, &s->model, &s->notebook, &s->probe};
+    for (int i = 0; i < 5; i++) {
         gl_text_clear(texts[i]);
         free(texts[i]->lines);
     }
@@ -655,7 +728,7 @@ void gl_screen_set_image(gl_screen *s, float *pixels, int64_t h, int64_t w, int 
 int gl_screen_next_focus(const gl_screen *s, int from)
 {
     static const int order[] = {-1, GL_PANE_NOTEBOOK, GL_PANE_TRANSCRIPT, GL_PANE_LOSS, GL_PANE_SAMPLES,
-                                GL_PANE_MODEL, GL_PANE_IMAGE};
+                                GL_PANE_MODEL, GL_PANE_IMAGE, GL_PANE_PROBE};
     int n = (int)(sizeof order / sizeof *order), at = 0;
     for (int i = 0; i < n; i++)
         if (order[i] == from) at = i;
@@ -664,6 +737,12 @@ int gl_screen_next_focus(const gl_screen *s, int from)
         if (id < 0 || (s->panes[id].visible && s->panes[id].win)) return id;
     }
     return -1;
+}
+
+int gl_screen_text_cols(const gl_screen *s, gl_pane_id id)
+{
+    WINDOW *w = s->panes[id].win;
+    return w ? getmaxx(w) - content_x(s, id) : 0;
 }
 
 void gl_screen_show_cell(gl_screen *s)

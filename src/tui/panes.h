@@ -1,7 +1,7 @@
 /* The workbench screen: where the panes go and how each draws itself with
- * curses. It knows nothing of Lua: app.c hands it text, series and pixels,
- * marks what changed, and calls gl_screen_draw, which repaints only the
- * dirty panes (wnoutrefresh each, then one doupdate). */
+ * curses. It knows nothing of Lua: the workbench (app*.c) hands it text,
+ * series and pixels, marks what changed, and calls gl_screen_draw, which
+ * repaints only the dirty panes (wnoutrefresh each, then one doupdate). */
 #ifndef GL_TUI_PANES_H
 #define GL_TUI_PANES_H
 
@@ -18,6 +18,7 @@ typedef enum {
     GL_PANE_SAMPLES,
     GL_PANE_MODEL,
     GL_PANE_IMAGE,
+    GL_PANE_PROBE, /* gl.probe's variants side by side */
     GL_PANE_COUNT
 } gl_pane_id;
 
@@ -67,6 +68,7 @@ typedef struct {
     bool status_dirty, input_dirty;
 
     gl_text transcript, samples, model, notebook;
+    gl_text probe; /* lines that keep their SGR escapes (colour, bold, dim) */
     int notebook_cell; /* selected cell, 1-based; 0: none */
 
     /* Loss pane */
@@ -105,6 +107,8 @@ void gl_screen_set_curves(gl_screen *s, gl_curve *curves, int n);
 void gl_screen_set_image(gl_screen *s, float *pixels, int64_t h, int64_t w, int c, const char *title);
 /* Visible panes that can take focus, in cycling order after `from` (-1 = the input). */
 int gl_screen_next_focus(const gl_screen *s, int from);
+/* Columns a pane's text gets (its width less the rule of a side pane); 0 when not placed. */
+int gl_screen_text_cols(const gl_screen *s, gl_pane_id id);
 /* Scrolls the notebook so that the selected cell's lines are in view. */
 void gl_screen_show_cell(gl_screen *s);
 
