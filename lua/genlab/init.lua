@@ -17,6 +17,9 @@ gl.notebook = require "genlab.notebook"
 require "genlab.ema"        -- gl.ema
 require "genlab.image"      -- gl.image
 require "genlab.data_image" -- gl.data.mnist, gl.data.images
+require "genlab.vae"        -- gl.models.vae
+require "genlab.gan"        -- gl.models.dcgan
+require "genlab.eval_image" -- gl.eval
 require "genlab.prompt"     -- gl.prompt
 require "genlab.llm"        -- gl.llm (gl.llm.openai loads on first use)
 require "genlab.chain"      -- gl.chain
