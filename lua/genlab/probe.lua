@@ -18,9 +18,11 @@
 --     topk = {position =, actual = {id, piece, prob} or nil, {id =, piece =, prob =}, ...}
 --     (position counts prompt and output tokens, 1-based), and with expected:
 --     expected_logprob (= gl.score(model, prompt_ids, expected ids)) and expected_tokens.
---   gl.probe.format(result [, {width = 100, color = false}]) -> text: the
---     variants in columns, output tokens coloured by log-probability (ANSI)
---     when color is true.
+--   gl.probe.format(result [, {width = 100, color = false, ascii = false}]) -> text:
+--     the variants in columns, output tokens coloured by log-probability (ANSI)
+--     when color is true. ascii = true keeps to ASCII for terminals that are not
+--     UTF-8: " | " between columns, a dim "\n" where the text has a newline, and
+--     "?" for every other non-ASCII character.
 local gl = require "genlab"
 local ct = require "genlab.chat_template"
 local gen = require "genlab.generate"
@@ -157,8 +159,9 @@ local function chars(s)
 end
 
 -- Lines of at most w characters from segments {text, style}; newlines break
--- lines (shown as a dim "↵" when show_nl) and control characters are shown escaped.
-local function wrap(segments, w, show_nl)
+-- lines (shown as a dim "↵", or "\n" when ascii, when show_nl), control
+-- characters are shown escaped, and other non-ASCII ones as "?" when ascii.
+local function wrap(segments, w, show_nl, ascii)
   local lines, cur, n = {}, {}, 0
   local function flush()
     lines[#lines + 1], cur, n = cur, {}, 0
@@ -170,12 +173,16 @@ local function wrap(segments, w, show_nl)
   for _, seg in ipairs(segments) do
     for _, c in ipairs(chars(seg[1])) do
       if c == "\n" then
-        if show_nl then put("↵", "dim") end
+        if show_nl then
+          for _, e in ipairs(chars(ascii and "\\n" or "↵")) do put(e, "dim") end
+        end
         flush()
       elseif c == "\t" then
         put(" ", seg[2])
       elseif #c == 1 and (c:byte() < 32 or c:byte() == 127) then
         for _, e in ipairs(chars(("\\x%02x"):format(c:byte()))) do put(e, seg[2]) end
+      elseif ascii and c:byte() >= 128 then
+        put("?", seg[2])
       else
         put(c, seg[2])
       end
@@ -200,7 +207,7 @@ local function show(line, w, color)
   return table.concat(out)
 end
 
-local function text_lines(s, w, style) return wrap({ { s, style } }, w, true) end
+local function text_lines(s, w, style, ascii) return wrap({ { s, style } }, w, true, ascii) end
 
 local function add_all(dst, src)
   for _, l in ipairs(src) do dst[#dst + 1] = l end
@@ -210,24 +217,23 @@ local function pct(p) return ("%5.1f%%"):format(100 * p) end
 
 local function quoted(s) return (("%q"):format(s):gsub("\\\n", "\\n")) end
 
-local function column(v, w, expected)
+local function column(v, w, expected, ascii)
   local lines = {}
-  add_all(lines, text_lines(v.name, w, "head"))
-  add_all(lines, text_lines(("prompt (%d tokens):"):format(v.prompt_tokens), w, "dim"))
-  add_all(lines, text_lines(v.prompt_text, w))
-  add_all(lines, text_lines(("output (%d tokens, %s, log-prob %.2f):"):format(#v.tokens, v.finish_reason, v.logprob),
-    w, "dim"))
+  local function add(s, style) add_all(lines, text_lines(s, w, style, ascii)) end
+  add(v.name, "head")
+  add(("prompt (%d tokens):"):format(v.prompt_tokens), "dim")
+  add(v.prompt_text)
+  add(("output (%d tokens, %s, log-prob %.2f):"):format(#v.tokens, v.finish_reason, v.logprob), "dim")
   local segs = {}
   for _, t in ipairs(v.tokens) do segs[#segs + 1] = { t.piece, lp_style(t.logprob) } end
-  add_all(lines, wrap(segs, w, true))
-  add_all(lines, text_lines(("top-%d at token %d:"):format(#v.topk, v.topk.position), w, "dim"))
+  add_all(lines, wrap(segs, w, true, ascii))
+  add(("top-%d at token %d:"):format(#v.topk, v.topk.position), "dim")
   for _, t in ipairs(v.topk) do
     local mark = v.topk.actual and v.topk.actual.id == t.id and "*" or " "
-    add_all(lines, text_lines(("%s%s %s"):format(mark, pct(t.prob), quoted(t.piece)), w))
+    add(("%s%s %s"):format(mark, pct(t.prob), quoted(t.piece)))
   end
   if v.expected_logprob then
-    add_all(lines, text_lines(("expected %s: log-prob %.3f (%d tokens)"):format(quoted(expected), v.expected_logprob,
-      v.expected_tokens), w))
+    add(("expected %s: log-prob %.3f (%d tokens)"):format(quoted(expected), v.expected_logprob, v.expected_tokens))
   end
   return lines
 end
@@ -235,17 +241,17 @@ end
 function M.format(result, opts)
   opts = opts or {}
   for k in pairs(opts) do
-    if k ~= "width" and k ~= "color" then fail("format: unknown option '%s'", tostring(k)) end
+    if k ~= "width" and k ~= "color" and k ~= "ascii" then fail("format: unknown option '%s'", tostring(k)) end
   end
   if type(result) ~= "table" or type(result.variants) ~= "table" then fail("format: expected a gl.probe result") end
-  local width, color = opts.width or 100, opts.color == true
+  local width, color, ascii = opts.width or 100, opts.color == true, opts.ascii == true
   local n = #result.variants
-  local sep = " │ "
+  local sep = ascii and " | " or " │ "
   local w = (width - (n - 1) * 3) // n
   if w < 8 then fail("format: width %d is too narrow for %d columns", width, n) end
   local cols, rows = {}, 0
   for i, v in ipairs(result.variants) do
-    cols[i] = column(v, w, result.expected)
+    cols[i] = column(v, w, result.expected, ascii)
     rows = math.max(rows, #cols[i])
   end
   local out = {}

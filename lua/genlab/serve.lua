@@ -1,4 +1,4 @@
--- The Lua side of `genlab serve` (src/serve/serve.c): the worker thread's
+-- The Lua side of `genlab serve` (src/serve/serve_jobs.c): the worker thread's
 -- state loads one model here and runs requests one at a time through it.
 --
 --   serve.load(path, {tokenizer = path|nil, template = name|nil}) -> server
@@ -23,18 +23,15 @@ local M = {}
 local Server = {}
 Server.__index = Server
 
+-- The tokenizer named by --tokenizer, else the one gl.models.load found.
 local function tokenizer_of(info, want)
   if want then return gl.tokenizer.load(want) end
-  local tok = info.tokenizer
-  if type(tok) == "string" then
-    local from = gl.tokenizer.from_string or gl.tokenizer.char_from_string
-    tok = from(tok)
-  end
-  return tok
+  return info.tokenizer
 end
 
 function M.load(path, opts)
   opts = opts or {}
+  -- with --tokenizer, do not look for a tokenizer beside the model
   local model, info = gl.models.load(path, opts.tokenizer and { tokenizer = false } or nil)
   local tok = tokenizer_of(info, opts.tokenizer)
   if not tok then error(("%s has no tokenizer; give --tokenizer PATH"):format(path), 0) end
@@ -48,7 +45,7 @@ function M.load(path, opts)
   return setmetatable({ model = model, tok = tok, template = template }, Server)
 end
 
--- Raises {bad_request = msg} when the tokenizer cannot encode text.
+-- Raises {bad_request = msg} when the tokenizer cannot encode text, or it is empty.
 local function check_encodable(tok, text)
   local ok, err = pcall(tok.encode, tok, text)
   if not ok then error({ bad_request = tostring(err):gsub("^[^:\n]*%.lua:%d+: ", "") }, 0) end

@@ -109,7 +109,10 @@ return function(...)
   function ui.probe_text(_, width, color)
     local r = ui.probe_result
     if not r then return nil end
-    local n, o = #r.variants, { width = width, color = color }
+    -- ASCII unless the locale (set from the environment by app.c) is UTF-8,
+    -- like the panes' own ASCII fallback.
+    local utf8_locale = (os.setlocale(nil, 'ctype') or ''):lower():find('utf%-?8') ~= nil
+    local n, o = #r.variants, { width = width, color = color, ascii = not utf8_locale }
     if (width - 3 * (n - 1)) // n >= 20 then return P.format(r, o) end
     local parts = {}
     for i, v in ipairs(r.variants) do

@@ -116,4 +116,32 @@ T.eq(visible(colored), gl.probe.format(r, { width = 80 }), "the coloured text sh
 T.ok(gl.probe.format(r, { width = 60 }):find(" │ ", 1, true) ~= nil, "columns side by side")
 T.raises(function() gl.probe.format(r, { width = 10 }) end, "too narrow", "a too narrow width is an error")
 
+-- ascii = true, for terminals that are not UTF-8 (the workbench under LANG=C)
+for _, width in ipairs { 60, 100 } do
+  local text = gl.probe.format(r, { width = width, ascii = true })
+  local fits = true
+  for line in text:gmatch("[^\n]*") do
+    if #line > width then fits = false end
+  end
+  T.ok(fits, ("format ascii: every line fits width %d"):format(width))
+  T.ok(not text:find("[\128-\255]"), ("format ascii: only ASCII bytes at width %d"):format(width))
+  T.ok(text:find(" | ", 1, true) ~= nil, ("format ascii: ' | ' between the columns at width %d"):format(width))
+end
+do
+  local odd = { expected = "é", variants = {} }
+  for i, name in ipairs { "naïve", "plain" } do
+    odd.variants[i] = { name = name, prompt_text = "café\nok", prompt_tokens = 7, finish_reason = "length",
+      logprob = -0.5, tokens = { { id = 1, piece = "→x", logprob = -0.5 } },
+      topk = { position = 8, { id = 1, piece = "ü", prob = 0.5 } }, expected_logprob = -1, expected_tokens = 1 }
+  end
+  local u, a = gl.probe.format(odd, { width = 60 }), gl.probe.format(odd, { width = 60, ascii = true })
+  T.ok(u:find(" │ ", 1, true) and u:find("café↵", 1, true) and u:find("→x", 1, true) and u:find('"ü"', 1, true),
+    "format without ascii: UTF-8 text, the newline mark and the column rule as they are")
+  T.ok(not a:find("[\128-\255]"), "format ascii: non-ASCII text gives only ASCII bytes")
+  T.eq(a:match("^[^\n]*"), "na?ve" .. (" "):rep(23) .. " | plain", "format ascii: '?' per non-ASCII character, ' | '")
+  T.ok(a:find("caf?\\n", 1, true) and a:find("?x", 1, true) and a:find('"?"', 1, true),
+    "format ascii: a newline shows as \\n, other non-ASCII characters as '?'")
+  T.raises(function() gl.probe.format(odd, { asci = true }) end, "unknown option 'asci'", "format: unknown option")
+end
+
 T.done()
