@@ -19,6 +19,8 @@ require "genlab.image"      -- gl.image
 require "genlab.data_image" -- gl.data.mnist, gl.data.images
 require "genlab.vae"        -- gl.models.vae
 require "genlab.gan"        -- gl.models.dcgan
+require "genlab.unet"       -- gl.models.unet
+require "genlab.diffusion"  -- gl.diffusion
 require "genlab.eval_image" -- gl.eval
 require "genlab.prompt"     -- gl.prompt
 require "genlab.llm"        -- gl.llm (gl.llm.openai loads on first use)
