@@ -22,6 +22,7 @@ struct gl_sampler {
     int64_t V;
     float *x;      /* [V] logits after the repetition penalty */
     cand *c;       /* [V] candidates */
+    double *w;     /* [V] unnormalized probabilities (plain sampling) */
     uint8_t *seen; /* [V] marks history ids so each is penalized once */
 };
 
@@ -56,8 +57,9 @@ gl_sampler *gl_sampler_new(const gl_sampler_config *cfg, int64_t vocab)
     s->V = vocab;
     s->x = malloc((size_t)vocab * sizeof *s->x);
     s->c = malloc((size_t)vocab * sizeof *s->c);
+    s->w = malloc((size_t)vocab * sizeof *s->w);
     s->seen = calloc((size_t)vocab, 1);
-    if (!s->x || !s->c || !s->seen) {
+    if (!s->x || !s->c || !s->w || !s->seen) {
         gl_sampler_free(s);
         return gl_error_null(GL_ENOMEM, "sample: out of memory for a vocabulary of %lld", (long long)vocab);
     }
@@ -69,6 +71,7 @@ void gl_sampler_free(gl_sampler *s)
     if (!s) return;
     free(s->x);
     free(s->c);
+    free(s->w);
     free(s->seen);
     free(s);
 }
@@ -191,6 +194,37 @@ static gl_status load_logits(gl_sampler *s, const float *logits, const int64_t *
     return GL_OK;
 }
 
+/* Temperature and the draw alone (no filter): the arithmetic of the general
+ * path below, term for term, so the same draw picks the same id, without its
+ * candidate list and bins (a third of the time over V = 32000). A token at
+ * -inf has weight exp(-inf) = 0, which no prefix sum can cross. */
+static gl_status sample_plain(gl_sampler *s, gl_rng_state *rng, int64_t *id)
+{
+    int64_t V = s->V, last = -1;
+    double inv_t = 1.0 / s->cfg.temperature, mx = -INFINITY, total = 0.0;
+    for (int64_t i = 0; i < V; i++) {
+        if (s->x[i] == -INFINITY) continue;
+        double v = s->x[i] * inv_t;
+        if (v > mx) mx = v;
+        last = i;
+    }
+    if (last < 0) return gl_error(GL_EINVAL, "sample: every logit is -inf");
+    for (int64_t i = 0; i < V; i++) {
+        s->w[i] = exp(-(mx - s->x[i] * inv_t));
+        total += s->w[i];
+    }
+    double u = draw_uniform(rng) * total, acc = 0.0;
+    for (int64_t i = 0; i <= last; i++) {
+        acc += s->w[i];
+        if (u < acc) {
+            *id = i;
+            return GL_OK;
+        }
+    }
+    *id = last; /* u rounded up to the total */
+    return GL_OK;
+}
+
 gl_status gl_sampler_sample(gl_sampler *s, const float *logits, const int64_t *history, int64_t n_history,
                             gl_rng_state *rng, int64_t *id)
 {
@@ -206,6 +240,7 @@ gl_status gl_sampler_sample(gl_sampler *s, const float *logits, const int64_t *h
         *id = best;
         return GL_OK;
     }
+    if (cfg->top_k == 0 && cfg->top_p >= 1.0 && cfg->min_p == 0.0) return sample_plain(s, rng, id);
     /* Temperature; tokens at -inf can never be drawn and do not become candidates. */
     cand *c = s->c;
     int64_t n = 0;

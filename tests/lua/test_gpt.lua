@@ -196,4 +196,33 @@ do
   T.raises(function() m:session(9) end, "capacity 9 is outside 1..block_size 8", "session: capacity range")
 end
 
+-- the matrix-vector kernel of a decode step: widths that are not a multiple of 8 or 32, a vocab
+-- that is not a multiple of 4 (a padded last block of rows), and a head big enough to be split
+-- across threads, which must give the same logits bit for bit as one thread
+do
+  gl.seed(21)
+  local m = gl.models.gpt{ arch = "llama", vocab = 1301, block = 16, n_layer = 1, n_head = 3, n_embd = 108,
+                           n_hidden = 44 }
+  m:eval()
+  local ids = gl.randint(0, 1301, { 6 })
+  local ref = m:forward(ids)
+  local list = ids:tolist()
+  local before = gl.threads()
+  local rows = {}
+  for _, th in ipairs{ 1, 2 } do
+    gl.threads(th)
+    local s = m:session()
+    local worst, lg = 0, nil
+    for t = 1, 6 do
+      lg = s:append({ list[t] })
+      worst = math.max(worst, max_abs_diff(lg, ref:select(1, t)))
+    end
+    rows[th] = lg
+    T.ok(worst <= 1e-4, ("decode kernel, C 108 F 44 V 1301, %d thread(s): logits equal forward (%.2g)"):format(th, worst))
+    s:free()
+  end
+  gl.threads(before)
+  T.eq(max_abs_diff(rows[1], rows[2]), 0, "decode logits are the same bit for bit with 1 and 2 threads")
+end
+
 T.done()

@@ -223,4 +223,43 @@ do
   T.ok(per < 0.05 and per_k < 0.05, ("V = %d: %.2f ms per top_p draw, %.2f ms per top_k+top_p draw"):format(V, per * 1e3, per_k * 1e3))
 end
 
+-- plain sampling (no top_k/top_p/min_p) takes a shortcut in C; top_k = V takes the general
+-- path with nothing filtered, term for term the same arithmetic: the same seed must give the
+-- same ids, with -inf logits, temperatures and ties included
+do
+  local V = 300
+  local same, n = true, 0
+  for trial = 1, 20 do
+    local l = gl.randn{V} * (trial % 4 + 1)
+    if trial % 3 == 0 then
+      for i = 1, V, 7 do l:setflat(i, -math.huge) end
+    end
+    if trial % 5 == 0 then l = gl.zeros{V} end -- ties everywhere
+    local t = ({ 1, 0.7, 2.5 })[trial % 3 + 1]
+    local a, b = gl.sampler{temperature = t, seed = trial}, gl.sampler{temperature = t, top_k = V, seed = trial}
+    for _ = 1, 25 do
+      local x, y = a:sample(l), b:sample(l)
+      same = same and x == y
+      n = n + 1
+    end
+  end
+  T.ok(same, ("plain sampling draws the ids of the general path (%d draws)"):format(n))
+  local l = gl.full({ 5 }, -math.huge)
+  l:setflat(4, 0)
+  local one = true
+  local s = gl.sampler{seed = 1}
+  for _ = 1, 20 do one = one and s:sample(l) == 3 end
+  T.ok(one, "plain sampling: the only finite logit (id 3) is always drawn")
+  T.raises(function() gl.sampler{seed = 1}:sample(gl.full({ 5 }, -math.huge)) end, "every logit is -inf",
+    "plain sampling: every logit -inf is an error")
+  -- frequencies of plain sampling follow softmax
+  local p = gl.tensor{ 0.0, math.log(2), math.log(5), -math.huge }
+  local counts, N = { 0, 0, 0, 0 }, 8000
+  local sp = gl.sampler{seed = 77}
+  for _ = 1, N do local id = sp:sample(p) counts[id + 1] = counts[id + 1] + 1 end
+  T.ok(math.abs(counts[1] / N - 1 / 8) < 0.02 and math.abs(counts[2] / N - 2 / 8) < 0.025
+    and math.abs(counts[3] / N - 5 / 8) < 0.025 and counts[4] == 0,
+    ("plain sampling frequencies follow softmax (1/8, 2/8, 5/8, 0): %d %d %d %d"):format(table.unpack(counts)))
+end
+
 T.done()
