@@ -73,7 +73,8 @@ check "start: the workbench shows the welcome notebook, a status line and a prom
     "wait_for a 'Welcome to genlab' 15 && wait_for a '^ ready' && wait_for a '^>( |\$)'"
 type_line a '6 * 7 + 0.5'
 check "an expression's value is printed in the transcript" "wait_for a '^42.5'"
-type_line a 't = gl.zeros(2, 3)'
+type_line a 't = gl.zeros(2, 3) print("t" .. "made")'
+wait_for a '^tmade' 10 # completion looks at the live global t
 keys a 't:resh' Tab
 check "Tab completes a tensor method (t:resh -> t:reshape)" "wait_for a '^> t:reshape'"
 keys a C-u
