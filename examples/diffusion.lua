@@ -6,8 +6,8 @@
 --                                           [--seed N] [--data DIR] [--n N] [--guidance G] [--sample-steps S]
 --                                           [--init CKPT]
 --   genlab run examples/diffusion.lua sample CKPT [--out DIR] [--n N] [--steps S] [--guidance G]
---                                              [--ddpm] [--intermediates] [--seed N]
---   genlab run examples/diffusion.lua eval CKPT [--n N] [--steps S] [--guidance G] [--ddpm] [--seed N]
+--                                              [--eta E] [--ddpm] [--intermediates] [--seed N]
+--   genlab run examples/diffusion.lua eval CKPT [--n N] [--steps S] [--guidance G] [--eta E] [--ddpm] [--seed N]
 --
 -- train: UNet{base 32, mults 1,2,2, attention at 7x7, 10 classes}, DDPM with
 -- 1000 linear-schedule steps, epsilon prediction, labels dropped 10% of the
@@ -19,7 +19,7 @@
 -- with their config to DIR/unet.safetensors and the samples below (--n,
 -- --guidance and --sample-steps as sample's --n, --guidance and --steps;
 -- --init CKPT starts from a saved model's weights, with a fresh optimizer).
--- sample: for each class a row of N samples (DDIM, 50 steps, eta 0,
+-- sample: for each class a row of N samples (DDIM, 50 steps, eta 0 or --eta,
 -- guidance 3; --ddpm for the 1000-step DDPM sampler) in DIR/samples.png,
 -- one grid per class in DIR/class_<k>.png, and with --intermediates the
 -- denoising path of one sample per class (10 snapshots a row) in
@@ -44,9 +44,9 @@ usage: genlab run diffusion.lua train [--minutes M] [--steps N] [--batch B] [--b
                                       [--ema DECAY] [--schedule linear|scaled_linear|cosine] [--out DIR]
                                       [--seed N] [--data DIR] [--n N] [--guidance G] [--sample-steps S]
                                       [--init CKPT]
-       genlab run diffusion.lua sample CKPT [--out DIR] [--n N] [--steps S] [--guidance G] [--ddpm]
+       genlab run diffusion.lua sample CKPT [--out DIR] [--n N] [--steps S] [--guidance G] [--eta E] [--ddpm]
                                        [--intermediates] [--seed N]
-       genlab run diffusion.lua eval CKPT [--n N] [--steps S] [--guidance G] [--ddpm] [--seed N]]==]
+       genlab run diffusion.lua eval CKPT [--n N] [--steps S] [--guidance G] [--eta E] [--ddpm] [--seed N]]==]
 
 local function die(msg)
   io.stderr:write("diffusion: ", msg, "\n", USAGE, "\n")
@@ -100,7 +100,7 @@ local function sample(model, sched, flags, dir)
   local want = flags.intermediates and {} or nil
   if want then for k = 1, 10 do want[k] = math.max(1, math.floor(k * steps / 10 + 0.5)) end end
   local x, inter = sched:sample(model, #labels, { labels = labels, steps = steps, guidance = guidance,
-    seed = num(flags, "seed", 1, true), return_intermediates = want })
+    eta = flags.eta and num(flags, "eta", 0), seed = num(flags, "seed", 1, true), return_intermediates = want })
   local secs = gl.clock() - t0
   print(("sampled %d images (%d %s steps, guidance %g) in %.1f s"):format(#labels, steps, sched.kind:upper(),
     guidance, secs))
@@ -205,7 +205,7 @@ local function train(argv)
 end
 
 local function sample_cmd(argv)
-  local flags, pos = parse(argv, { out = 1, n = 1, steps = 1, guidance = 1, seed = 1 }, { ddpm = true,
+  local flags, pos = parse(argv, { out = 1, n = 1, steps = 1, guidance = 1, seed = 1, eta = 1 }, { ddpm = true,
     intermediates = true })
   if #pos ~= 1 then die("sample needs one checkpoint") end
   local model, schedule = load_checkpoint(pos[1])
@@ -219,7 +219,7 @@ end
 -- eval: the share of guided samples that the genlab Fashion-MNIST classifier
 -- (gl.eval.classifier, trained once and cached) assigns to the class asked for.
 local function eval_cmd(argv)
-  local flags, pos = parse(argv, { n = 1, steps = 1, guidance = 1, seed = 1 }, { ddpm = true })
+  local flags, pos = parse(argv, { n = 1, steps = 1, guidance = 1, seed = 1, eta = 1 }, { ddpm = true })
   if #pos ~= 1 then die("eval needs one checkpoint") end
   if not gl.eval or not gl.eval.classifier then require "genlab.eval_image" end
   local model, schedule = load_checkpoint(pos[1])
@@ -233,7 +233,7 @@ local function eval_cmd(argv)
   for c = 0, 9 do for _ = 1, n do labels[#labels + 1] = c end end
   local t0 = gl.clock()
   local x = sched:sample(model, #labels, { labels = labels, steps = steps, guidance = guidance,
-    seed = num(flags, "seed", 1, true) })
+    eta = flags.eta and num(flags, "eta", 0), seed = num(flags, "seed", 1, true) })
   local secs = gl.clock() - t0
   local pred = clf:predict((x + 1) * 0.5)
   local right, per = 0, {}
@@ -243,8 +243,8 @@ local function eval_cmd(argv)
     if pred:getflat(i) == c then right, per[c] = right + 1, per[c] + 1 end
   end
   for c = 0, 9 do print(("  %-12s %5.1f%%"):format(CLASSES[c + 1], 100 * per[c] / n)) end
-  print(("class agreement %.1f%% of %d samples (%d %s steps, guidance %g, %.0f s)"):format(100 * right / #labels,
-    #labels, steps, sched.kind:upper(), guidance, secs))
+  print(("class agreement %.1f%% of %d samples (%d %s steps, eta %s, guidance %g, %.0f s)"):format(
+    100 * right / #labels, #labels, steps, sched.kind:upper(), flags.eta or "0", guidance, secs))
   return 0
 end
 
