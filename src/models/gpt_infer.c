@@ -26,6 +26,7 @@
 #include "ops/attention.h"
 #include "ops/matmul.h"
 #include "ops/rope.h"
+#include "ops/unary.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -235,16 +236,6 @@ static void norm(float *y, const float *x, const float *w, const float *b, int64
     }
 }
 
-static void gelu(float *x, int64_t n, bool tanh_approx)
-{
-    if (tanh_approx) {
-        const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-        for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + tanhf(k * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
-    } else {
-        for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
-    }
-}
-
 /* g = silu(g) * u. */
 static void swiglu(float *g, const float *u, int64_t n)
 {
@@ -451,7 +442,7 @@ static gl_status forward_chunk(gl_gpt_session *s, const int64_t *ids, int64_t n)
             swiglu(s->ff, s->ff2, n * F);
         } else {
             linear(s, s->ff, s->h, w->up, n, C, F, false);
-            gelu(s->ff, n * F, c->gelu_tanh);
+            gl_gelu_inplace(s->ff, n * F, c->gelu_tanh); /* as the training forward computes it */
         }
         linear(s, s->x, s->ff, w->down, n, F, C, true);
     }

@@ -2,6 +2,9 @@
 #ifndef GL_OPS_UNARY_H
 #define GL_OPS_UNARY_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "core/tensor.h"
 
 gl_tensor *gl_neg(gl_tensor *x);
@@ -18,6 +21,9 @@ gl_tensor *gl_relu(gl_tensor *x);
 gl_tensor *gl_leaky_relu(gl_tensor *x, float slope);
 gl_tensor *gl_gelu(gl_tensor *x);      /* exact: x * Phi(x) */
 gl_tensor *gl_gelu_tanh(gl_tensor *x); /* tanh approximation (GPT-2) */
+/* The same GELUs on a raw buffer in place, for inference kernels that work
+ * without tensors (src/models/gpt_infer.c): identical values to gl_gelu. */
+void gl_gelu_inplace(float *x, int64_t n, bool tanh_approx);
 gl_tensor *gl_silu(gl_tensor *x);
 gl_tensor *gl_softplus(gl_tensor *x, float beta, float threshold);
 gl_tensor *gl_clamp(gl_tensor *x, float lo, float hi); /* use +-INFINITY for no bound */
