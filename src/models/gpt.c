@@ -36,7 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/tape.h"
 #include "core/interrupt.h"
+#include "core/rng.h"
 #include "nn/init.h"
 #include "nn/layers.h"
 #include "ops/attention.h"
@@ -299,36 +301,261 @@ static gl_tensor *heads(gl_tensor *x, int64_t H, int64_t HS)
     return r ? swap(r, gl_transpose(r, 1, 2)) : NULL;
 }
 
-/* Self-attention of one layer: h [B,T,C] (normed) -> [B,T,C] before the output projection. */
-static gl_tensor *attention(const gl_gpt_config *c, const gpt_layer *ly, int64_t layer, gl_tensor *h, bool training)
+/* --- the fused linear of a block ----------------------------------------------
+ *
+ * The graph keeps every tensor it is built from until backward has run, so
+ * a block's memory is the sum of its intermediate tensors. Some need not
+ * exist: the input of a linear layer that is a cheap function of a tensor
+ * kept anyway, h = pre(a) with pre a norm of the residual stream, the GELU
+ * of the MLP's hidden layer (the 4C-wide GELU output alone is a fifth of a
+ * block) or the attention of the fused qkv projection (a tenth of the
+ * layer's FLOPs), and the projection that a residual connection adds
+ * (dropped out) to the stream. fused_linear computes
+ *     y = [res +] dropout(linear(pre(a), W, b))
+ * keeping a and res only. Backward recomputes pre(a) (a block of rows at a
+ * time, but for attention), records pre on a private tape whose gradient
+ * lands in a's (a norm's own parameters are leaves and accumulate theirs as
+ * usual), and regenerates the dropout masks from their seeds. The linear's
+ * GEMMs are not repeated. The numbers are those of the composed ops, which
+ * run when nothing is recorded or the tensor is too small to pay (and draw
+ * the same dropout seeds in the same order). */
+
+typedef enum { PRE_NONE, PRE_NORM, PRE_GELU, PRE_GELU_TANH, PRE_ATTN } pre_kind;
+
+typedef struct {
+    pre_kind pre;
+    gl_module *norm; /* PRE_NORM's module (retained by a node) */
+    gl_attention_opts attn; /* PRE_ATTN: self-attention of a fused qkv, n_head heads */
+    int64_t n_head;
+    bool attn_seeded; /* attn's dropout seed is attn_seed (set for backward) */
+    uint64_t attn_seed;
+    float p;         /* dropout of the linear's output, applied only with res */
+    bool training;
+    /* set by fused_linear for backward */
+    bool drop;
+    uint64_t seed;
+    uint32_t cut;
+    float scale;
+} fused_op;
+
+enum { RECOMPUTE_BLOCK = 1 << 19 }; /* floats of pre(a) per block of rows in backward */
+
+/* Whether recomputing n floats rather than keeping them pays: from 4 MiB
+ * (GENLAB_RECOMPUTE_MIN bytes, for tests and tuning). Below it the memory
+ * saved is small and the extra passes cost time (measured: nanoGPT's CPU
+ * configuration, whose GELU output is 1.5 MB, takes ~15% longer a step). */
+static bool recompute_pays(int64_t n)
 {
-    int64_t B = h->shape[0], T = h->shape[1], NH = c->n_head, HS = c->n_embd / NH, KVH = c->n_kv_head;
-    gl_tensor *q = NULL, *k = NULL, *v = NULL, *y = NULL;
-    if (c->arch == GL_GPT_LLAMA) {
-        q = gl_linear(h, W(ly->q), NULL);
-        k = q ? gl_linear(h, W(ly->k), NULL) : NULL;
-        v = k ? gl_linear(h, W(ly->v), NULL) : NULL;
-        if (!v || !(q = swap(q, heads(q, NH, HS))) || !(k = swap(k, heads(k, KVH, HS))) ||
-            !(v = swap(v, heads(v, KVH, HS))))
-            goto done;
-        if (!(q = swap(q, gl_rope(q, 0, c->rope_theta))) || !(k = swap(k, gl_rope(k, 0, c->rope_theta)))) goto done;
-    } else {
-        /* [B,T,3C] -> [3,B,NH,T,HS] in one copy; q, k, v are views of it. */
-        gl_tensor *qkv = gl_linear(h, W(ly->qkv), Bias(ly->qkv));
-        if (!qkv) goto done;
-        int64_t s5[5] = {B, T, 3, NH, HS};
-        const int perm[5] = {2, 0, 3, 1, 4};
-        gl_tensor *r = gl_reshape(qkv, 5, s5);
-        gl_tensor_release(qkv);
-        gl_tensor *p = r ? gl_permute(r, perm) : NULL;
-        gl_tensor_release(r);
-        if (!p) goto done;
-        q = gl_select(p, 0, 0);
-        k = q ? gl_select(p, 0, 1) : NULL;
-        v = k ? gl_select(p, 0, 2) : NULL;
-        gl_tensor_release(p);
-        if (!v) goto done;
+    static int64_t min_bytes = -1;
+    if (min_bytes < 0) {
+        const char *e = getenv("GENLAB_RECOMPUTE_MIN");
+        min_bytes = e && *e ? strtoll(e, NULL, 10) : 4 << 20;
+        if (min_bytes < 0) min_bytes = 0;
     }
+    return n * (int64_t)sizeof(float) >= min_bytes;
+}
+
+static gl_tensor *pre_apply(const fused_op *f, gl_tensor *a)
+{
+    switch (f->pre) {
+    case PRE_NORM: return gl_module_forward(f->norm, a);
+    case PRE_GELU: return gl_gelu(a);
+    case PRE_GELU_TANH: return gl_gelu_tanh(a);
+    case PRE_ATTN: {
+        gl_attention_opts o = f->attn;
+        o.seed = f->attn_seeded ? &f->attn_seed : NULL;
+        return gl_attention_qkv(a, f->n_head, &o);
+    }
+    case PRE_NONE: break;
+    }
+    gl_tensor_retain(a);
+    return a;
+}
+
+static void fused_free(void *extra)
+{
+    fused_op *f = extra;
+    if (f && f->norm) gl_module_release(f->norm);
+    free(f);
+}
+
+/* x's rows [r0, r0 + R) as a [R, K] tensor sharing its storage. */
+static gl_tensor *rows_of(gl_tensor *x, int64_t r0, int64_t R, int64_t K)
+{
+    int64_t shape[2] = {R, K};
+    return gl_tensor_from_storage(x->storage, x->offset + (size_t)(r0 * K) * sizeof(float), GL_F32, 2, shape);
+}
+
+/* One block of R rows: dz [R,M] (the gradient of the linear's output), a's
+ * rows (pre(a_rows) [R,K]); adds into dw [M,K], db [M], and a's gradient:
+ * da (a_rows' elements), or through pre into da_rows, the matching part of
+ * a's gradient tensor. */
+static gl_status fused_block(const fused_op *f, gl_tensor *a_rows, int64_t R, const float *dz, const float *W,
+                             int64_t M, int64_t K, float *dw, float *db, float *da, gl_tensor *da_rows)
+{
+    int64_t shape[2] = {R, K};
+    gl_status st = GL_OK;
+    gl_tensor *leaf = NULL, *h = NULL, *dh = NULL;
+    if (f->pre == PRE_NONE) {
+        if (dw) gl_sgemm(true, false, M, K, R, 1.0f, dz, M, gl_tensor_f32(a_rows), K, 1.0f, dw, K);
+        if (da) gl_sgemm(false, false, R, K, M, 1.0f, dz, M, W, K, 1.0f, da, K);
+    } else {
+        if (!(leaf = gl_detach(a_rows)) || (da && gl_set_requires_grad(leaf, true) != GL_OK) ||
+            !(h = pre_apply(f, leaf)))
+            goto fail;
+        if (da) { /* pre's backward adds straight into a's gradient */
+            gl_tensor_retain(da_rows);
+            leaf->grad = da_rows;
+        }
+        if (dw) gl_sgemm(true, false, M, K, R, 1.0f, dz, M, gl_tensor_f32(h), K, 1.0f, dw, K);
+        if (h->requires_grad) { /* dh = dz W, through pre into a and the norm's parameters */
+            if (!(dh = gl_tensor_empty(GL_F32, 2, shape))) goto fail;
+            gl_sgemm(false, false, R, K, M, 1.0f, dz, M, W, K, 0.0f, gl_tensor_f32(dh), K);
+            if ((st = gl_backward(h, dh, false)) != GL_OK) goto done;
+        }
+    }
+    if (db)
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t m = 0; m < M; m++) db[m] += dz[r * M + m];
+    goto done;
+fail:
+    st = gl_error_code();
+done:
+    gl_tensor_release(dh);
+    gl_tensor_release(h);
+    gl_tensor_release(leaf);
+    return st;
+}
+
+/* Inputs a [..., K], W [M, K], b [M] or NULL, res [..., M] or NULL; extra: the fused_op. */
+static gl_status fused_linear_backward(gl_node *nd)
+{
+    const fused_op *f = nd->extra;
+    gl_tensor *a = nd->inputs[0], *w = nd->inputs[1];
+    float *da, *dw, *db, *dres;
+    gl_status st;
+    if ((st = gl_node_grad(nd, 0, &da)) != GL_OK || (st = gl_node_grad(nd, 1, &dw)) != GL_OK ||
+        (st = gl_node_grad(nd, 2, &db)) != GL_OK)
+        return st;
+    int64_t M = w->shape[0], K = w->shape[1], N = nd->out->numel / M, KA = a->numel / N; /* KA: a's row */
+    gl_tensor *dat = !da ? NULL : a->grad_fn ? a->grad_fn->gout : a->grad; /* the tensor behind da */
+    const float *gout = gl_tensor_f32(nd->gout);
+    /* blocks of rows: all at once when nothing is recomputed or masked */
+    int64_t wide = K > M ? K : M;
+    int64_t rows = f->pre == PRE_ATTN || (f->pre == PRE_NONE && !f->drop) ? N
+                   : RECOMPUTE_BLOCK / wide > 0                           ? RECOMPUTE_BLOCK / wide
+                                                                          : 1;
+    float *masked = NULL; /* a block's gout through the dropout mask: the linear's output gradient */
+    if (f->drop && !(masked = malloc((size_t)((rows < N ? rows : N) * M) * sizeof *masked + 1)))
+        return gl_error(GL_ENOMEM, "gpt: backward: out of memory");
+    bool was = gl_grad_set_enabled(true);
+    for (int64_t r0 = 0; r0 < N && st == GL_OK; r0 += rows) {
+        int64_t R = N - r0 < rows ? N - r0 : rows;
+        const float *dz = gout + r0 * M;
+        if (masked) {
+            gl_dropout_apply(masked, NULL, dz, r0 * M, R * M, f->seed, f->cut, f->scale);
+            dz = masked;
+        }
+        gl_tensor *ar = f->pre == PRE_ATTN ? gl_detach(a) : rows_of(a, r0, R, KA); /* attention mixes rows */
+        gl_tensor *dr = !da || !ar ? NULL : f->pre == PRE_ATTN ? gl_detach(dat) : rows_of(dat, r0, R, KA);
+        st = ar && (!da || dr) ? fused_block(f, ar, R, dz, gl_tensor_f32(w), M, K, dw, db, da ? da + r0 * KA : NULL, dr)
+                               : gl_error_code();
+        gl_tensor_release(dr);
+        gl_tensor_release(ar);
+    }
+    gl_grad_set_enabled(was);
+    free(masked);
+    if (st != GL_OK || !nd->inputs[3]) return st;
+    bool taken; /* res's gradient is gout itself: shared when it has none yet (gout is not used again) */
+    if ((st = gl_node_grad_take(nd, 3, &taken)) != GL_OK || taken) return st;
+    if ((st = gl_node_grad(nd, 3, &dres)) != GL_OK || !dres) return st;
+    int64_t n = N * M;
+#pragma omp parallel for simd if (n > 32768) schedule(static)
+    for (int64_t i = 0; i < n; i++) dres[i] += gout[i];
+    return GL_OK;
+}
+
+/* [res +] dropout(linear(pre(a), W, b)) (see above); dropout only with res. */
+static gl_tensor *fused_linear(const fused_op *op, gl_tensor *a, gl_module *lin, gl_tensor *res)
+{
+    gl_tensor *w = W(lin), *b = Bias(lin);
+    gl_tensor *ins[4] = {a, w, b, res};
+    int64_t pre_numel = a->numel / a->shape[a->ndim - 1] * w->shape[1];
+    if (!gl_autograd_needed(4, ins) || (op->pre != PRE_NONE && !recompute_pays(pre_numel))) { /* the composed ops */
+        gl_tensor *h = pre_apply(op, a);
+        gl_tensor *z = h ? swap(h, gl_linear(h, w, b)) : NULL;
+        return z && res ? swap(z, gl_dropout_add(res, z, op->p, op->training)) : z;
+    }
+    fused_op *f = malloc(sizeof *f);
+    if (!f) return gl_error_null(GL_ENOMEM, "gpt: out of memory");
+    *f = *op;
+    if (f->norm) gl_module_retain(f->norm);
+    if (f->pre == PRE_ATTN && f->attn.training && f->attn.dropout > 0.0f) { /* the draw gl_attention_qkv makes */
+        f->attn_seeded = true;
+        f->attn_seed = gl_rng_u64();
+    }
+    f->drop = res && f->training && f->p > 0.0f;
+    if (f->drop) { /* one draw, as gl_dropout_add makes */
+        f->seed = gl_rng_u64();
+        f->cut = gl_dropout_cut(f->p);
+        f->scale = 1.0f / (1.0f - f->p);
+    }
+    bool was = gl_grad_set_enabled(false);
+    gl_tensor *h = pre_apply(f, a);
+    gl_tensor *y = h ? gl_linear(h, w, b) : NULL;
+    gl_grad_set_enabled(was);
+    gl_tensor_release(h);
+    if (y && res) {
+        char s1[128], s2[128];
+        if (!gl_shape_equal(res->ndim, res->shape, y->ndim, y->shape)) {
+            gl_error(GL_EINVAL, "gpt: residual %s and projection %s differ", gl_tensor_shape_str(res, s1, sizeof s1),
+                     gl_tensor_shape_str(y, s2, sizeof s2));
+            y = swap(y, NULL);
+        } else if (f->drop) {
+            gl_dropout_apply(gl_tensor_f32(y), gl_tensor_f32(res), gl_tensor_f32(y), 0, y->numel, f->seed, f->cut,
+                             f->scale);
+        } else {
+            float *yd = gl_tensor_f32(y);
+            const float *rd = gl_tensor_f32(res);
+            int64_t n = y->numel;
+#pragma omp parallel for simd if (n > 32768) schedule(static)
+            for (int64_t i = 0; i < n; i++) yd[i] = rd[i] + yd[i];
+        }
+    }
+    gl_node *nd = NULL;
+    if (y && gl_autograd_record(&nd, y, "gpt_fused_linear", fused_linear_backward, 4, ins) != GL_OK)
+        y = swap(y, NULL);
+    if (!y || !nd) {
+        fused_free(f);
+        return y;
+    }
+    nd->extra = f;
+    nd->extra_free = fused_free;
+    return y;
+}
+
+/* linear(norm(x)), keeping x only. */
+static gl_tensor *norm_linear(gl_module *norm, gl_tensor *x, gl_module *lin)
+{
+    fused_op op = {.pre = PRE_NORM, .norm = norm};
+    return fused_linear(&op, x, lin, NULL);
+}
+
+/* x + dropout(linear(pre(a))), keeping x and a only. */
+static gl_tensor *residual_linear(const gl_gpt_config *c, pre_kind pre, gl_tensor *a, gl_module *lin, gl_tensor *x,
+                                  bool training)
+{
+    fused_op op = {.pre = pre, .p = c->dropout, .training = training};
+    return fused_linear(&op, a, lin, x);
+}
+
+/* x + dropout(attention(x) projected): x [B,T,C] the residual stream.
+ * GPT-2 and Neo attend straight from the fused qkv projection, and their
+ * output projection computes the attention again in backward rather than
+ * keep its output (a [B,T,C] per layer for a tenth of the layer's FLOPs). */
+static gl_tensor *attention(const gl_gpt_config *c, const gpt_layer *ly, int64_t layer, gl_tensor *x, bool training)
+{
+    int64_t B = x->shape[0], T = x->shape[1], NH = c->n_head, HS = c->n_embd / NH, KVH = c->n_kv_head;
     gl_attention_opts o = {
         .causal = true,
         .scale = c->arch == GL_GPT_NEO ? 1.0f : 1.0f / sqrtf((float)HS),
@@ -336,42 +563,148 @@ static gl_tensor *attention(const gl_gpt_config *c, const gpt_layer *ly, int64_t
         .dropout = c->dropout,
         .training = training,
     };
+    if (c->arch != GL_GPT_LLAMA) {
+        gl_tensor *qkv = norm_linear(ly->ln_1, x, ly->qkv); /* [B,T,3C] */
+        fused_op op = {.pre = PRE_ATTN, .attn = o, .n_head = NH, .p = c->dropout, .training = training};
+        return qkv ? swap(qkv, fused_linear(&op, qkv, ly->o, x)) : NULL;
+    }
+    gl_tensor *q = NULL, *k = NULL, *v = NULL, *y = NULL, *h = run(ly->ln_1, x);
+    if (!h) return NULL;
+    q = gl_linear(h, W(ly->q), NULL);
+    k = q ? gl_linear(h, W(ly->k), NULL) : NULL;
+    v = k ? gl_linear(h, W(ly->v), NULL) : NULL;
+    if (!v || !(q = swap(q, heads(q, NH, HS))) || !(k = swap(k, heads(k, KVH, HS))) ||
+        !(v = swap(v, heads(v, KVH, HS))))
+        goto done;
+    if (!(q = swap(q, gl_rope(q, 0, c->rope_theta))) || !(k = swap(k, gl_rope(k, 0, c->rope_theta)))) goto done;
     y = gl_attention(q, k, v, &o); /* [B,NH,T,HS] */
     if (y) y = swap(y, gl_transpose(y, 1, 2));
     if (y) {
         int64_t s3[3] = {B, T, c->n_embd};
         y = swap(y, gl_reshape(y, 3, s3));
     }
+    if (y) y = swap(y, residual_linear(c, PRE_NONE, y, ly->o, x, training));
 done:
+    gl_tensor_release(h);
     gl_tensor_release(q);
     gl_tensor_release(k);
     gl_tensor_release(v);
     return y;
 }
 
-static gl_tensor *mlp(const gl_gpt_config *c, const gpt_layer *ly, gl_tensor *h)
+/* x + dropout(MLP(x)): x [B,T,C] the residual stream. */
+static gl_tensor *mlp(const gl_gpt_config *c, const gpt_layer *ly, gl_tensor *x, bool training)
 {
     if (c->arch == GL_GPT_LLAMA) {
-        gl_tensor *g = gl_linear(h, W(ly->gate), NULL);
-        if (!g) return NULL;
-        g = swap(g, gl_silu(g));
+        gl_tensor *h = run(ly->ln_2, x);
+        gl_tensor *g = h ? gl_linear(h, W(ly->gate), NULL) : NULL;
+        g = g ? swap(g, gl_silu(g)) : NULL;
         gl_tensor *u = g ? gl_linear(h, W(ly->up), NULL) : NULL;
         gl_tensor *p = u ? gl_mul(g, u) : NULL;
+        gl_tensor_release(h);
         gl_tensor_release(g);
         gl_tensor_release(u);
-        return p ? swap(p, gl_linear(p, W(ly->down), NULL)) : NULL;
+        return p ? swap(p, residual_linear(c, PRE_NONE, p, ly->down, x, training)) : NULL;
     }
-    gl_tensor *a = gl_linear(h, W(ly->up), Bias(ly->up));
-    if (a) a = swap(a, c->gelu_tanh ? gl_gelu_tanh(a) : gl_gelu(a));
-    return a ? swap(a, gl_linear(a, W(ly->down), Bias(ly->down))) : NULL;
+    gl_tensor *a = norm_linear(ly->ln_2, x, ly->up);
+    return a ? swap(a, residual_linear(c, c->gelu_tanh ? PRE_GELU_TANH : PRE_GELU, a, ly->down, x, training)) : NULL;
 }
 
-/* x + dropout(f) (f consumed). */
-static gl_tensor *residual(gl_tensor *x, gl_tensor *f, const gl_gpt_config *c, bool training)
+/* --- the embeddings ------------------------------------------------------------
+ *
+ * The lookup wte[ids] (+ wpe[:T]) and its dropout would keep three [B,T,C]
+ * tensors (the lookup, the sum, the dropped-out sum); embed keeps the last
+ * only: its backward runs the lookup again on a private tape, through which
+ * the dropped-out gradient reaches the (leaf) embedding weights. */
+
+/* wte[ids] + wpe[:T] (GPT-2, Neo) or wte[ids] (LLaMA); ids [B,T]. */
+static gl_tensor *lookup(const gpt_impl *g, gl_tensor *ids, int64_t T)
 {
-    if (!f) return NULL;
-    if (c->dropout > 0 && training) f = swap(f, gl_dropout(f, c->dropout, true));
-    return f ? swap(f, gl_add(x, f)) : NULL;
+    gl_tensor *x = run(g->tok, ids);
+    if (!x || !g->pos) return x;
+    gl_tensor *pos = gl_narrow(W(g->pos), 0, 0, T); /* [T,C] view */
+    if (!pos) return swap(x, NULL);
+    x = swap(x, gl_add(x, pos));
+    gl_tensor_release(pos);
+    return x;
+}
+
+typedef struct {
+    gl_module *model; /* retained, as are ids */
+    gl_tensor *ids;
+    bool drop;
+    uint64_t seed;
+    uint32_t cut;
+    float scale;
+} embed_op;
+
+static void embed_free(void *extra)
+{
+    embed_op *e = extra;
+    if (e) {
+        gl_module_release(e->model);
+        gl_tensor_release(e->ids);
+    }
+    free(e);
+}
+
+/* Inputs: the embedding weights (leaves); extra: the embed_op. */
+static gl_status embed_backward(gl_node *nd)
+{
+    const embed_op *e = nd->extra;
+    gl_tensor *grad = nd->gout, *masked = NULL, *x = NULL;
+    if (e->drop) {
+        if (!(masked = gl_tensor_empty(GL_F32, grad->ndim, grad->shape))) return gl_error_code();
+        gl_dropout_apply(gl_tensor_f32(masked), NULL, gl_tensor_f32(grad), 0, grad->numel, e->seed, e->cut, e->scale);
+        grad = masked;
+    }
+    bool was = gl_grad_set_enabled(true);
+    x = lookup(e->model->impl, e->ids, e->ids->shape[1]);
+    gl_status st = !x ? gl_error_code() : x->requires_grad ? gl_backward(x, grad, false) : GL_OK;
+    gl_grad_set_enabled(was);
+    gl_tensor_release(x);
+    gl_tensor_release(masked);
+    return st;
+}
+
+/* dropout(lookup(ids)), ids [B,T]. */
+static gl_tensor *embed(gl_module *m, gl_tensor *ids, bool training)
+{
+    const gpt_impl *g = m->impl;
+    float p = g->cfg.dropout;
+    int64_t T = ids->shape[1];
+    gl_tensor *ins[2] = {W(g->tok), g->pos ? W(g->pos) : NULL};
+    bool drop = training && p > 0.0f;
+    if (!gl_autograd_needed(2, ins) || ins[0]->grad_fn || (ins[1] && ins[1]->grad_fn) ||
+        !recompute_pays(ids->numel * ins[0]->shape[1])) { /* the composed ops */
+        gl_tensor *x = lookup(g, ids, T);
+        return x && drop ? swap(x, gl_dropout(x, p, true)) : x;
+    }
+    embed_op *e = calloc(1, sizeof *e);
+    if (!e) return gl_error_null(GL_ENOMEM, "gpt: out of memory");
+    if (drop) { /* one draw, as gl_dropout makes */
+        e->drop = true;
+        e->seed = gl_rng_u64();
+        e->cut = gl_dropout_cut(p);
+        e->scale = 1.0f / (1.0f - p);
+    }
+    bool was = gl_grad_set_enabled(false);
+    gl_tensor *x = lookup(g, ids, T);
+    gl_grad_set_enabled(was);
+    if (x && drop) gl_dropout_apply(gl_tensor_f32(x), NULL, gl_tensor_f32(x), 0, x->numel, e->seed, e->cut, e->scale);
+    gl_node *nd = NULL;
+    if (x && gl_autograd_record(&nd, x, "gpt_embed", embed_backward, 2, ins) != GL_OK) x = swap(x, NULL);
+    if (!x || !nd) {
+        free(e);
+        return x;
+    }
+    gl_module_retain(m);
+    gl_tensor_retain(ids);
+    e->model = m;
+    e->ids = ids;
+    nd->extra = e;
+    nd->extra_free = embed_free;
+    return x;
 }
 
 static gl_tensor *check_ids(const gl_gpt_config *c, gl_tensor *ids, const char *what)
@@ -407,31 +740,14 @@ gl_tensor *gl_gpt_forward(gl_module *m, gl_tensor *ids, gl_tensor *targets, gl_t
     gl_tensor *x = NULL, *ids2 = NULL, *logits = NULL;
     int64_t s2d[2] = {B, T};
     if (!(ids2 = gl_reshape(ids, 2, s2d))) goto done;
-    if (!(x = run(g->tok, ids2))) goto done;
-    if (c->arch != GL_GPT_LLAMA) {
-        gl_tensor *pos = gl_narrow(gl_module_param(g->pos, "weight"), 0, 0, T); /* [T,C] view */
-        if (!pos) goto done;
-        x = swap(x, gl_add(x, pos));
-        gl_tensor_release(pos);
-        if (!x) goto done;
-    }
-    if (c->dropout > 0 && training && !(x = swap(x, gl_dropout(x, c->dropout, true)))) goto done;
+    if (!(x = embed(m, ids2, training))) goto done;
     for (int64_t l = 0; l < c->n_layer; l++) {
         const gpt_layer *ly = &g->layers[l];
-        gl_tensor *h = run(ly->ln_1, x);
-        gl_tensor *a = h ? attention(c, ly, l, h, training) : NULL;
-        gl_tensor_release(h);
-        if (!a) goto fail;
-        a = swap(a, gl_linear(a, W(ly->o), Bias(ly->o)));
-        if (!(x = swap(x, residual(x, a, c, training)))) goto done;
-        h = run(ly->ln_2, x);
-        gl_tensor *f = h ? mlp(c, ly, h) : NULL;
-        gl_tensor_release(h);
-        if (!(x = swap(x, residual(x, f, c, training)))) goto done;
+        if (!(x = swap(x, attention(c, ly, l, x, training)))) goto done;
+        if (!(x = swap(x, mlp(c, ly, x, training)))) goto done;
         if (gl_interrupt_poll("gpt")) goto fail;
     }
-    if (!(x = swap(x, run(g->ln_f, x)))) goto done;
-    logits = gl_linear(x, W(g->head), NULL);
+    logits = norm_linear(g->ln_f, x, g->head);
     if (logits && ids->ndim == 1) {
         int64_t s[2] = {T, c->vocab_size};
         logits = swap(logits, gl_reshape(logits, 2, s));

@@ -1,12 +1,20 @@
 /* Fused attention, after llm.c's attention_forward / attention_backward
- * (train_gpt2.c) and llama2.c's decode loop (run.c). Per (b, h) head, with
- * Q [T,HS], K and V [S,HS] of its kv head, P [T,S], Pd = dropout(P):
+ * (train_gpt2.c), FlashAttention's recomputation and llama2.c's decode loop
+ * (run.c). Per (b, h) head, with Q [T,HS], K and V [S,HS] of its kv head,
+ * P [T,S], Pd = dropout(P):
  *   forward:  P = softmax(mask(Q K^T * scale)),  O = Pd V
  *   backward: dPd = dO V^T,  dV += Pd^T dO,  dP = dPd * keep / (1 - p),
  *             dZ = P * (dP - rowsum(P * dP)) * scale,
  *             dQ += dZ K,  dK += dZ^T Q
  * Masked entries of P (and dZ) are exact zeros, so products over them add
  * nothing.
+ *
+ * Nothing of size T x S outlives a call. Forward keeps, per query row, the
+ * row maximum and 1/sum of its softmax; backward recomputes each block of P
+ * from Q, K and those two numbers (one extra Q K^T product, bit for bit the
+ * forward's P) and regenerates the dropout mask from the call's seed (a
+ * counter-based stream, so any block can be drawn again, in any order, on
+ * any thread).
  *
  * Two implementations of the per-head work, tested against each other and
  * against the composed ops: plain row loops (T < GEMM_MIN_T) and row blocks
@@ -26,6 +34,7 @@
 #include "core/interrupt.h"
 #include "core/rng.h"
 #include "ops/matmul.h"
+#include "ops/nnops.h"
 
 enum {
     GEMM_MIN_T = 8,  /* shorter queries use the plain loops (measured: GEMMs win from T = 8) */
@@ -38,14 +47,42 @@ typedef struct {
     float scale;
     bool causal;
     int64_t window;
-    const uint8_t *keep; /* [B,NH,T,S] dropout keep mask, or NULL */
-    float keep_scale;    /* 1 / (1 - p) */
+    bool drop;        /* dropout: masks come from seed (keep_row) */
+    uint64_t seed;    /* this call's mask stream (gl_dropout_factors) */
+    uint32_t cut;     /* an element is dropped when its 16-bit draw is below cut */
+    float keep_scale; /* 1 / (1 - p) */
+    /* Layout: row strides of q (and dq), k and v (and dk, dv), out (and
+     * dout); offsets of head h of batch b: b * qbs + h * qhs for q, likewise
+     * kbs, khs for k and v (h a kv head) and obs, ohs for out. */
+    int64_t ldq, ldk, ldo, qbs, qhs, kbs, khs, obs, ohs;
 } attn_dims;
+
+/* q [B,NH,T,HS], k, v [B,KVH,S,HS], out [B,NH,T,HS], each contiguous. */
+static void layout_heads(attn_dims *d)
+{
+    d->ldq = d->ldk = d->ldo = d->HS;
+    d->qhs = d->ohs = d->T * d->HS;
+    d->qbs = d->obs = d->NH * d->qhs;
+    d->khs = d->S * d->HS;
+    d->kbs = d->KVH * d->khs;
+}
+
+/* q, k, v as the columns [0,C), [C,2C), [2C,3C) of one qkv [B,T,3C], out
+ * [B,T,C], C = NH * HS (self-attention: S = T, KVH = NH). */
+static void layout_fused(attn_dims *d)
+{
+    int64_t C = d->NH * d->HS;
+    d->ldq = d->ldk = 3 * C;
+    d->ldo = C;
+    d->qhs = d->khs = d->ohs = d->HS;
+    d->qbs = d->kbs = d->T * 3 * C;
+    d->obs = d->T * C;
+}
 
 gl_attention_opts gl_attention_opts_default(int64_t HS)
 {
     /* in double, as Python computes 1 / math.sqrt(HS) */
-    gl_attention_opts o = {(float)(1.0 / sqrt((double)(HS > 0 ? HS : 1))), true, 0, 0.0f, false};
+    gl_attention_opts o = {(float)(1.0 / sqrt((double)(HS > 0 ? HS : 1))), true, 0, 0.0f, false, NULL};
     return o;
 }
 
@@ -131,8 +168,10 @@ static inline float row_max(const float *p, int64_t lo, int64_t hi)
     return m[1] > m[0] ? m[1] : m[0];
 }
 
-/* In-place softmax of p[lo, hi) of a row of S; the rest of the row becomes 0. */
-static void softmax_row(float *p, int64_t lo, int64_t hi, int64_t S)
+
+/* In-place softmax of p[lo, hi). stats, when not NULL, receives the row's
+ * maximum and 1/sum, from which probs_row recomputes the same numbers. */
+static void softmax_row(float *p, int64_t lo, int64_t hi, float *stats)
 {
     float m = row_max(p, lo, hi);
     float sum = 0.0f;
@@ -143,43 +182,52 @@ static void softmax_row(float *p, int64_t lo, int64_t hi, int64_t S)
         sum += e;
     }
     float inv = 1.0f / sum;
-    for (int64_t j = 0; j < lo; j++) p[j] = 0.0f;
 #pragma omp simd
     for (int64_t j = lo; j < hi; j++) p[j] *= inv;
-    for (int64_t j = hi; j < S; j++) p[j] = 0.0f;
+    if (stats) stats[0] = m, stats[1] = inv;
 }
 
-/* pd[lo, hi) = p[lo, hi) * keep / (1 - p), the rest 0. */
-static void dropout_row(float *restrict pd, const float *restrict p, const uint8_t *restrict keep, float ks,
-                        int64_t lo, int64_t hi, int64_t S)
+/* Backward's softmax: p[lo, hi) (logits) -> probabilities, from the saved
+ * stats, in softmax_row's operations and order (so bit for bit its result). */
+static void probs_row(float *p, int64_t lo, int64_t hi, const float *stats)
 {
-    for (int64_t j = 0; j < lo; j++) pd[j] = 0.0f;
+    float m = stats[0], inv = stats[1];
 #pragma omp simd
-    for (int64_t j = lo; j < hi; j++) pd[j] = p[j] * ((float)keep[j] * ks);
-    for (int64_t j = hi; j < S; j++) pd[j] = 0.0f;
+    for (int64_t j = lo; j < hi; j++) p[j] = exp_le0(p[j] - m) * inv;
 }
 
-/* One head's forward. o, q [T,HS]; k, v [S,HS]; p [T,S] receives P; pd [T,S]
- * scratch for dropped-out probabilities (used only with keep [T,S]). */
-static void head_forward(const attn_dims *d, float *restrict o, const float *q, const float *k, const float *v,
-                         float *p, float *pd, const uint8_t *keep)
+static inline void zero(float *p, int64_t lo, int64_t hi)
 {
-    int64_t T = d->T, S = d->S, HS = d->HS;
-    if (T < GEMM_MIN_T) {
+    if (hi > lo) memset(p + lo, 0, (size_t)(hi - lo) * sizeof *p);
+}
+
+/* km[lo, hi) = the dropout factors of row r (of B*NH*T) of P, keep_scale
+ * or 0: elements r * S + [lo, hi) of the call's mask stream. */
+static void keep_row(const attn_dims *d, float *km, int64_t r, int64_t lo, int64_t hi)
+{
+    gl_dropout_factors(km + lo, d->seed, d->cut, d->keep_scale, r * d->S + lo, hi - lo);
+}
+
+/* One head's forward. o, q [T,HS]; k, v [S,HS] (rows d->ldo, d->ldq, d->ldk
+ * apart); stats [T,2] or NULL;
+ * scratch pb [ROW_BLOCK,S] and km [S]. bh: the head's index in [B*NH]. */
+static void head_forward(const attn_dims *d, int64_t bh, float *restrict o, const float *q, const float *k,
+                         const float *v, float *stats, float *pb, float *km)
+{
+    int64_t T = d->T, S = d->S, HS = d->HS, lq = d->ldq, lk = d->ldk, lo_ = d->ldo;
+    if (T < GEMM_MIN_T) { /* the plain reference loops */
         for (int64_t i = 0; i < T; i++) {
             int64_t lo, hi;
             key_range(d, i, &lo, &hi);
-            float *pr = p + i * S;
-            for (int64_t j = lo; j < hi; j++) pr[j] = d->scale * dot(q + i * HS, k + j * HS, HS);
-            softmax_row(pr, lo, hi, S);
-            const float *w = pr;
-            if (keep) {
-                dropout_row(pd + i * S, pr, keep + i * S, d->keep_scale, lo, hi, S);
-                w = pd + i * S;
+            for (int64_t j = lo; j < hi; j++) pb[j] = d->scale * dot(q + i * lq, k + j * lk, HS);
+            softmax_row(pb, lo, hi, stats ? stats + 2 * i : NULL);
+            if (d->drop) {
+                keep_row(d, km, bh * T + i, lo, hi);
+                for (int64_t j = lo; j < hi; j++) pb[j] *= km[j];
             }
-            float *orow = o + i * HS;
+            float *orow = o + i * lo_;
             memset(orow, 0, (size_t)HS * sizeof *orow);
-            for (int64_t j = lo; j < hi; j++) axpy(orow, w[j], v + j * HS, HS);
+            for (int64_t j = lo; j < hi; j++) axpy(orow, pb[j], v + j * lk, HS);
         }
         return;
     }
@@ -187,49 +235,55 @@ static void head_forward(const attn_dims *d, float *restrict o, const float *q, 
         int64_t i1 = i0 + ROW_BLOCK < T ? i0 + ROW_BLOCK : T, lo, hi, l, h;
         key_range(d, i0, &lo, &h);
         key_range(d, i1 - 1, &l, &hi);
-        gl_sgemm(false, true, i1 - i0, hi - lo, HS, d->scale, q + i0 * HS, HS, k + lo * HS, HS, 0.0f,
-                 p + i0 * S + lo, S);
+        gl_sgemm(false, true, i1 - i0, hi - lo, HS, d->scale, q + i0 * lq, lq, k + lo * lk, lk, 0.0f, pb + lo, S);
         for (int64_t i = i0; i < i1; i++) {
+            float *p = pb + (i - i0) * S;
             key_range(d, i, &l, &h);
-            softmax_row(p + i * S, l, h, S);
-            if (keep) dropout_row(pd + i * S, p + i * S, keep + i * S, d->keep_scale, l, h, S);
+            zero(p, lo, l);
+            softmax_row(p, l, h, stats ? stats + 2 * i : NULL);
+            zero(p, h, hi);
+            if (d->drop) {
+                keep_row(d, km, bh * T + i, l, h);
+#pragma omp simd
+                for (int64_t j = l; j < h; j++) p[j] *= km[j];
+            }
         }
-        const float *w = keep ? pd : p;
-        gl_sgemm(false, false, i1 - i0, HS, hi - lo, 1.0f, w + i0 * S + lo, S, v + lo * HS, HS, 0.0f,
-                 o + i0 * HS, HS);
+        gl_sgemm(false, false, i1 - i0, HS, hi - lo, 1.0f, pb + lo, S, v + lo * lk, lk, 0.0f, o + i0 * lo_, lo_);
     }
 }
 
 /* One head's backward, ADDING into dq [T,HS], dk and dv [S,HS] (each NULL
- * when not wanted). p [T,S] saved probabilities; ds and pd [T,S] scratch
- * (pd only used with keep). */
-static void head_backward(const attn_dims *d, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                          const float *k, const float *v, const float *p, const uint8_t *keep, float *ds, float *pd)
+ * when not wanted; strides as q, k, v; dout as out's). stats [T,2] from the forward; scratch pb, ds and pd
+ * [ROW_BLOCK,S] (pd only with dropout), km [S]. */
+static void head_backward(const attn_dims *d, int64_t bh, float *dq, float *dk, float *dv, const float *dout,
+                          const float *q, const float *k, const float *v, const float *stats, float *pb, float *ds,
+                          float *pd, float *km)
 {
-    int64_t T = d->T, S = d->S, HS = d->HS;
-    float ks = d->keep_scale;
+    int64_t T = d->T, S = d->S, HS = d->HS, lq = d->ldq, lk = d->ldk, lo_ = d->ldo;
     if (T < GEMM_MIN_T) {
         for (int64_t i = 0; i < T; i++) {
             int64_t lo, hi;
             key_range(d, i, &lo, &hi);
-            const float *pr = p + i * S, *go = dout + i * HS;
-            const uint8_t *kr = keep ? keep + i * S : NULL;
-            float *dz = ds + i * S, D = 0.0f;
+            const float *go = dout + i * lo_;
+            for (int64_t j = lo; j < hi; j++) pb[j] = d->scale * dot(q + i * lq, k + j * lk, HS);
+            probs_row(pb, lo, hi, stats + 2 * i);
+            if (d->drop) keep_row(d, km, bh * T + i, lo, hi);
+            float D = 0.0f;
             for (int64_t j = lo; j < hi; j++) {
-                float g = dot(go, v + j * HS, HS); /* dPd */
-                float w = pr[j];
-                if (kr) {
-                    w *= (float)kr[j] * ks; /* Pd */
-                    g *= (float)kr[j] * ks; /* dP */
+                float g = dot(go, v + j * lk, HS); /* dPd */
+                float w = pb[j];
+                if (d->drop) {
+                    w *= km[j]; /* Pd */
+                    g *= km[j]; /* dP */
                 }
-                if (dv) axpy(dv + j * HS, w, go, HS);
-                dz[j] = g;
-                D += pr[j] * g;
+                if (dv) axpy(dv + j * lk, w, go, HS);
+                ds[j] = g;
+                D += pb[j] * g;
             }
             for (int64_t j = lo; j < hi; j++) {
-                float z = pr[j] * (dz[j] - D) * d->scale;
-                if (dq) axpy(dq + i * HS, z, k + j * HS, HS);
-                if (dk) axpy(dk + j * HS, z, q + i * HS, HS);
+                float z = pb[j] * (ds[j] - D) * d->scale;
+                if (dq) axpy(dq + i * lq, z, k + j * lk, HS);
+                if (dk) axpy(dk + j * lk, z, q + i * lq, HS);
             }
         }
         return;
@@ -239,98 +293,138 @@ static void head_backward(const attn_dims *d, float *dq, float *dk, float *dv, c
         key_range(d, i0, &lo, &h);
         key_range(d, i1 - 1, &l, &hi);
         int64_t R = i1 - i0, W = hi - lo;
-        /* dPd for the block, into ds */
-        gl_sgemm(false, true, R, W, HS, 1.0f, dout + i0 * HS, HS, v + lo * HS, HS, 0.0f, ds + i0 * S + lo, S);
-        if (dv) {
-            const float *w = p;
-            if (keep) {
-                for (int64_t i = i0; i < i1; i++) {
-                    key_range(d, i, &l, &h);
-                    dropout_row(pd + i * S, p + i * S, keep + i * S, ks, l, h, S);
-                }
-                w = pd;
-            }
-            gl_sgemm(true, false, W, HS, R, 1.0f, w + i0 * S + lo, S, dout + i0 * HS, HS, 1.0f, dv + lo * HS, HS);
-        }
+        /* the block's logits again, and dPd */
+        gl_sgemm(false, true, R, W, HS, d->scale, q + i0 * lq, lq, k + lo * lk, lk, 0.0f, pb + lo, S);
+        gl_sgemm(false, true, R, W, HS, 1.0f, dout + i0 * lo_, lo_, v + lo * lk, lk, 0.0f, ds + lo, S);
         for (int64_t i = i0; i < i1; i++) {
+            float *p = pb + (i - i0) * S, *dz = ds + (i - i0) * S;
             key_range(d, i, &l, &h);
-            const float *pr = p + i * S;
-            float *dz = ds + i * S, D = 0.0f;
-            if (keep) {
-                const uint8_t *kr = keep + i * S;
+            zero(p, lo, l);
+            probs_row(p, l, h, stats + 2 * i);
+            zero(p, h, hi);
+            if (d->drop) {
+                float *pdr = pd + (i - i0) * S;
+                keep_row(d, km, bh * T + i, l, h);
+                zero(pdr, lo, l);
 #pragma omp simd
-                for (int64_t j = l; j < h; j++) dz[j] *= (float)kr[j] * ks;
+                for (int64_t j = l; j < h; j++) {
+                    pdr[j] = p[j] * km[j];
+                    dz[j] *= km[j];
+                }
+                zero(pdr, h, hi);
             }
-            for (int64_t j = l; j < h; j++) D += pr[j] * dz[j];
-            for (int64_t j = lo; j < l; j++) dz[j] = 0.0f;
+            float D = 0.0f;
+            for (int64_t j = l; j < h; j++) D += p[j] * dz[j];
+            zero(dz, lo, l);
 #pragma omp simd
-            for (int64_t j = l; j < h; j++) dz[j] = pr[j] * (dz[j] - D) * d->scale;
-            for (int64_t j = h; j < hi; j++) dz[j] = 0.0f;
+            for (int64_t j = l; j < h; j++) dz[j] = p[j] * (dz[j] - D) * d->scale;
+            zero(dz, h, hi);
         }
-        if (dq) gl_sgemm(false, false, R, HS, W, 1.0f, ds + i0 * S + lo, S, k + lo * HS, HS, 1.0f, dq + i0 * HS, HS);
-        if (dk) gl_sgemm(true, false, W, HS, R, 1.0f, ds + i0 * S + lo, S, q + i0 * HS, HS, 1.0f, dk + lo * HS, HS);
+        if (dv)
+            gl_sgemm(true, false, W, HS, R, 1.0f, (d->drop ? pd : pb) + lo, S, dout + i0 * lo_, lo_, 1.0f,
+                     dv + lo * lk, lk);
+        if (dq) gl_sgemm(false, false, R, HS, W, 1.0f, ds + lo, S, k + lo * lk, lk, 1.0f, dq + i0 * lq, lq);
+        if (dk) gl_sgemm(true, false, W, HS, R, 1.0f, ds + lo, S, q + i0 * lq, lq, 1.0f, dk + lo * lk, lk);
     }
 }
 
-/* Draws the keep mask serially, row by row of P [B,NH,T,S] and only over
- * the keys each row sees (positions outside are never read): 16 bits per
- * element, four per 64-bit draw, dropped when the draw is below p * 2^16.
- * For a causal mask that is an eighth of the draws of 32 bits for every
- * element of P; the serial draw is what dropout costs. */
-static void draw_keep(const attn_dims *d, uint8_t *keep, float p)
+/* Runs the forward of every head; stats [B,NH,T,2] or NULL. Returns false
+ * when scratch could not be allocated. */
+static bool forward_all(const attn_dims *d, float *o, const float *q, const float *k, const float *v, float *stats)
 {
-    uint32_t cut = (uint32_t)lround((double)p * 65536.0);
-    uint64_t u = 0;
-    int left = 0; /* unused 16-bit lanes of u */
-    for (int64_t r = 0; r < d->B * d->NH * d->T; r++) {
-        int64_t lo, hi;
-        key_range(d, r % d->T, &lo, &hi);
-        uint8_t *kr = keep + r * d->S;
-        for (int64_t j = lo; j < hi; j++) {
-            if (left == 0) {
-                u = gl_rng_u64();
-                left = 4;
-            }
-            kr[j] = (uint32_t)(u & 0xffff) >= cut;
-            u >>= 16;
-            left--;
-        }
-    }
-}
-
-/* Runs the forward of every head. p: [B,NH,T,S] when saved, else NULL
- * (per-thread scratch). Returns false when scratch could not be allocated. */
-static bool forward_all(const attn_dims *d, float *o, const float *q, const float *k, const float *v, float *p)
-{
-    int64_t BH = d->B * d->NH, TS = d->T * d->S, G = d->NH / d->KVH;
-    int64_t per_head = TS * d->HS;
+    int64_t BH = d->B * d->NH, G = d->NH / d->KVH;
     bool ok = true;
-#pragma omp parallel if (BH > 1 && BH * per_head > 32768)
+#pragma omp parallel if (BH > 1 && BH * d->T * d->S * d->HS > 32768)
     {
-        size_t need = (size_t)((p ? 0 : TS) + (d->keep ? TS : 0));
-        float *scratch = need ? malloc(need * sizeof *scratch) : NULL;
-        if (need && !scratch) {
+        float *scratch = malloc((size_t)(ROW_BLOCK + 1) * (size_t)d->S * sizeof *scratch);
+        if (!scratch) {
 #pragma omp atomic write
             ok = false;
         }
 #pragma omp for schedule(static)
         for (int64_t bh = 0; bh < BH; bh++) {
-            if (need && !scratch) continue;
-            int64_t b = bh / d->NH, kvh = (bh % d->NH) / G;
-            const float *kb = k + (b * d->KVH + kvh) * d->S * d->HS;
-            const float *vb = v + (b * d->KVH + kvh) * d->S * d->HS;
-            float *ph = p ? p + bh * TS : scratch;
-            float *pd = d->keep ? (p ? scratch : scratch + TS) : NULL;
-            head_forward(d, o + bh * d->T * d->HS, q + bh * d->T * d->HS, kb, vb, ph, pd,
-                         d->keep ? d->keep + bh * TS : NULL);
+            if (!scratch) continue;
+            int64_t b = bh / d->NH, h = bh % d->NH, ko = b * d->kbs + h / G * d->khs;
+            head_forward(d, bh, o + b * d->obs + h * d->ohs, q + b * d->qbs + h * d->qhs, k + ko, v + ko,
+                         stats ? stats + bh * d->T * 2 : NULL, scratch, scratch + ROW_BLOCK * d->S);
         }
         free(scratch);
     }
     return ok;
 }
 
-/* Saved: q, k, v, P [B,NH,T,S]. extra: keep mask or NULL.
- * f[0] = scale, f[1] = 1/(1-p); i[0] = causal, i[1] = window. */
+/* Runs the backward of every head, ADDING into dq, dk, dv (each NULL when
+ * not wanted; laid out as q, k, v). */
+static gl_status backward_all(const attn_dims *d, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                              const float *k, const float *v, const float *stats)
+{
+    int64_t BH = d->B * d->NH, G = d->NH / d->KVH, SHS = d->S * d->HS;
+    /* GQA (heads layout only): per-query-head dK, dV [S,HS], summed over each group afterwards */
+    float *gk = NULL;
+    if ((dk || dv) && G > 1) {
+        gk = calloc((size_t)(2 * BH * SHS), sizeof *gk);
+        if (!gk) return gl_error(GL_ENOMEM, "attention backward: out of memory for GQA gradients");
+    }
+    size_t block = (size_t)ROW_BLOCK * (size_t)d->S;
+    bool ok = true;
+#pragma omp parallel if (BH > 1 && BH * d->T * d->S * d->HS > 32768)
+    {
+        float *scratch = malloc(((d->drop ? 3 : 2) * block + (size_t)d->S) * sizeof *scratch);
+        if (!scratch) {
+#pragma omp atomic write
+            ok = false;
+        }
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < BH; bh++) {
+            if (!scratch) continue;
+            int64_t b = bh / d->NH, h = bh % d->NH, qo = b * d->qbs + h * d->qhs, ko = b * d->kbs + h / G * d->khs;
+            float *hk = !dk ? NULL : gk ? gk + bh * SHS : dk + ko;
+            float *hv = !dv ? NULL : gk ? gk + (BH + bh) * SHS : dv + ko;
+            float *pb = scratch, *ds = pb + block, *km = ds + block, *pd = d->drop ? km + d->S : NULL;
+            head_backward(d, bh, dq ? dq + qo : NULL, hk, hv, dout + b * d->obs + h * d->ohs, q + qo, k + ko, v + ko,
+                          stats + bh * d->T * 2, pb, ds, pd, km);
+        }
+        free(scratch);
+    }
+    if (gk && ok) {
+        int64_t BKV = d->B * d->KVH;
+#pragma omp parallel for if (BKV * G * SHS > 32768) schedule(static)
+        for (int64_t kv = 0; kv < BKV; kv++) {
+            int64_t b = kv / d->KVH, h0 = b * d->NH + (kv % d->KVH) * G;
+            for (int64_t g = 0; g < G; g++) {
+                if (dk) axpy(dk + kv * SHS, 1.0f, gk + (h0 + g) * SHS, SHS);
+                if (dv) axpy(dv + kv * SHS, 1.0f, gk + (BH + h0 + g) * SHS, SHS);
+            }
+        }
+    }
+    free(gk);
+    if (!ok) return gl_error(GL_ENOMEM, "attention backward: out of memory for scratch");
+    return GL_OK;
+}
+
+/* What a node keeps besides its tensors: f[0] = scale, f[1] = 1/(1-p);
+ * i[0] = causal, i[1] = window, i[2] = dropout, i[3] = its seed, i[4] = its
+ * cut; extra: the softmax stats [B,NH,T,2]. */
+static void node_keep(gl_node *nd, const attn_dims *d, float *stats)
+{
+    nd->f[0] = d->scale;
+    nd->f[1] = d->keep_scale;
+    nd->i[0] = d->causal;
+    nd->i[1] = d->window;
+    nd->i[2] = d->drop;
+    nd->i[3] = (int64_t)d->seed;
+    nd->i[4] = d->cut;
+    nd->extra = stats;
+}
+
+static attn_dims node_dims(const gl_node *nd, int64_t B, int64_t NH, int64_t KVH, int64_t T, int64_t S, int64_t HS)
+{
+    attn_dims d = {B, NH, KVH, T, S, HS, (float)nd->f[0], nd->i[0] != 0, nd->i[1], nd->i[2] != 0,
+                   (uint64_t)nd->i[3], (uint32_t)nd->i[4], (float)nd->f[1], 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    return d;
+}
+
+/* gl_attention's node. Saved: q, k, v. */
 static gl_status attention_backward(gl_node *nd)
 {
     float *dq, *dk, *dv;
@@ -341,52 +435,74 @@ static gl_status attention_backward(gl_node *nd)
     if ((!dq && !dk && !dv) || nd->out->numel == 0) return GL_OK;
     if (gl_interrupt_poll("attention backward")) return GL_EINTR;
     const gl_tensor *tq = nd->saved[0], *tk = nd->saved[1];
-    attn_dims d = {tq->shape[0], tq->shape[1], tk->shape[1], tq->shape[2], tk->shape[2], tq->shape[3],
-                   (float)nd->f[0], nd->i[0] != 0, nd->i[1], nd->extra, (float)nd->f[1]};
-    const float *q = gl_tensor_f32(nd->saved[0]), *k = gl_tensor_f32(nd->saved[1]);
-    const float *v = gl_tensor_f32(nd->saved[2]), *p = gl_tensor_f32(nd->saved[3]);
-    const float *dout = gl_tensor_f32(nd->gout);
-    int64_t BH = d.B * d.NH, TS = d.T * d.S, G = d.NH / d.KVH, SHS = d.S * d.HS;
-    /* GQA: per-query-head dK, dV, summed over each group afterwards */
-    float *gk = NULL;
-    if ((dk || dv) && G > 1) {
-        gk = calloc((size_t)(2 * BH * SHS), sizeof *gk);
-        if (!gk) return gl_error(GL_ENOMEM, "attention backward: out of memory for GQA gradients");
+    attn_dims d = node_dims(nd, tq->shape[0], tq->shape[1], tk->shape[1], tq->shape[2], tk->shape[2], tq->shape[3]);
+    layout_heads(&d);
+    return backward_all(&d, dq, dk, dv, gl_tensor_f32(nd->gout), gl_tensor_f32(nd->saved[0]),
+                        gl_tensor_f32(nd->saved[1]), gl_tensor_f32(nd->saved[2]), nd->extra);
+}
+
+/* gl_attention_qkv's node. Saved: qkv; i[5] = NH. */
+static gl_status attention_qkv_backward(gl_node *nd)
+{
+    float *dqkv;
+    gl_status st = gl_node_grad(nd, 0, &dqkv);
+    if (st != GL_OK || !dqkv || nd->out->numel == 0) return st;
+    if (gl_interrupt_poll("attention backward")) return GL_EINTR;
+    const gl_tensor *t = nd->saved[0];
+    int64_t NH = nd->i[5], C = t->shape[2] / 3;
+    attn_dims d = node_dims(nd, t->shape[0], NH, NH, t->shape[1], t->shape[1], C / NH);
+    layout_fused(&d);
+    const float *qkv = gl_tensor_f32(t);
+    return backward_all(&d, dqkv, dqkv + C, dqkv + 2 * C, gl_tensor_f32(nd->gout), qkv, qkv + C, qkv + 2 * C,
+                        nd->extra);
+}
+
+/* Checks the options; for dropout in training draws the call's seed. */
+static gl_tensor *check_opts(attn_dims *d, const gl_attention_opts *opts, gl_tensor *ok)
+{
+    if (!isfinite(opts->scale)) return gl_error_null(GL_EINVAL, "attention: scale must be finite");
+    if (opts->window < 0)
+        return gl_error_null(GL_EINVAL, "attention: window must be >= 0, got %lld", (long long)opts->window);
+    if (!(opts->dropout >= 0.0f && opts->dropout < 1.0f))
+        return gl_error_null(GL_EINVAL, "attention: dropout must be in [0, 1), got %g", (double)opts->dropout);
+    if (opts->training && opts->dropout > 0.0f) {
+        d->drop = true;
+        d->seed = opts->seed ? *opts->seed : gl_rng_u64(); /* the call's one draw: the masks follow from it */
+        d->cut = gl_dropout_cut(opts->dropout);
+        d->keep_scale = 1.0f / (1.0f - opts->dropout);
     }
-    bool ok = true;
-#pragma omp parallel if (BH > 1 && BH * TS * d.HS > 32768)
-    {
-        float *scratch = malloc((size_t)(d.keep ? 2 : 1) * (size_t)TS * sizeof *scratch);
-        if (!scratch) {
-#pragma omp atomic write
-            ok = false;
-        }
-#pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < BH; bh++) {
-            if (!scratch) continue;
-            int64_t b = bh / d.NH, kv = b * d.KVH + (bh % d.NH) / G;
-            float *hk = !dk ? NULL : gk ? gk + bh * SHS : dk + kv * SHS;
-            float *hv = !dv ? NULL : gk ? gk + (BH + bh) * SHS : dv + kv * SHS;
-            head_backward(&d, dq ? dq + bh * d.T * d.HS : NULL, hk, hv, dout + bh * d.T * d.HS,
-                          q + bh * d.T * d.HS, k + kv * SHS, v + kv * SHS, p + bh * TS,
-                          d.keep ? d.keep + bh * TS : NULL, scratch, scratch + TS);
-        }
-        free(scratch);
+    return ok;
+}
+
+/* Runs the forward into out (of the layout d describes) and records the
+ * node (backward fn, n inputs, saved = inputs). Consumes out on failure. */
+static gl_tensor *run_attention(const attn_dims *d, gl_tensor *out, const float *q, const float *k, const float *v,
+                                gl_backward_fn backward, int n, gl_tensor *const *ins)
+{
+    float *stats = NULL;
+    if (gl_autograd_needed(n, ins) &&
+        !(stats = malloc((size_t)(d->B * d->NH * d->T * 2 + 1) * sizeof *stats))) {
+        gl_error(GL_ENOMEM, "attention: out of memory for softmax statistics");
+        goto fail;
     }
-    if (gk && ok) {
-        int64_t BKV = d.B * d.KVH;
-#pragma omp parallel for if (BKV * G * SHS > 32768) schedule(static)
-        for (int64_t kv = 0; kv < BKV; kv++) {
-            int64_t b = kv / d.KVH, h0 = b * d.NH + (kv % d.KVH) * G;
-            for (int64_t g = 0; g < G; g++) {
-                if (dk) axpy(dk + kv * SHS, 1.0f, gk + (h0 + g) * SHS, SHS);
-                if (dv) axpy(dv + kv * SHS, 1.0f, gk + (BH + h0 + g) * SHS, SHS);
-            }
-        }
+    if (out->numel > 0 && !forward_all(d, gl_tensor_f32(out), q, k, v, stats)) {
+        gl_error(GL_ENOMEM, "attention: out of memory for scratch");
+        goto fail;
     }
-    free(gk);
-    if (!ok) return gl_error(GL_ENOMEM, "attention backward: out of memory for scratch");
-    return GL_OK;
+    gl_node *nd;
+    if (gl_autograd_record(&nd, out, "attention", backward, n, ins) != GL_OK) goto fail;
+    if (nd) {
+        node_keep(nd, d, stats);
+        stats = NULL;
+        for (int i = 0; i < n; i++)
+            if (gl_node_save(nd, i, ins[i]) != GL_OK) goto fail;
+    }
+    free(stats);
+    return out;
+fail:
+    free(stats);
+    gl_tensor_release(out);
+    return NULL;
 }
 
 gl_tensor *gl_attention(gl_tensor *q, gl_tensor *k, gl_tensor *v, const gl_attention_opts *opts)
@@ -405,7 +521,7 @@ gl_tensor *gl_attention(gl_tensor *q, gl_tensor *k, gl_tensor *v, const gl_atten
     if (!gl_shape_equal(k->ndim, k->shape, v->ndim, v->shape))
         return gl_error_null(GL_EINVAL, "attention: k %s and v %s must have the same shape", sk, sv);
     attn_dims d = {q->shape[0], q->shape[1], k->shape[1], q->shape[2], k->shape[2], q->shape[3],
-                   opts->scale, opts->causal, opts->window, NULL, 1.0f};
+                   opts->scale, opts->causal, opts->window, false, 0, 0, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     if (k->shape[0] != d.B || k->shape[3] != d.HS)
         return gl_error_null(GL_EINVAL, "attention: q %s and k %s differ in batch or head size", sq, sk);
     if (d.KVH == 0 || d.NH % d.KVH != 0)
@@ -415,60 +531,39 @@ gl_tensor *gl_attention(gl_tensor *q, gl_tensor *k, gl_tensor *v, const gl_atten
         return gl_error_null(GL_EINVAL,
                              "attention: causal attention needs at least as many keys as queries (q %s, k %s)", sq, sk);
     if (d.S == 0 && d.T > 0) return gl_error_null(GL_EINVAL, "attention: no keys (k %s)", sk);
-    if (!isfinite(opts->scale)) return gl_error_null(GL_EINVAL, "attention: scale must be finite");
-    if (opts->window < 0)
-        return gl_error_null(GL_EINVAL, "attention: window must be >= 0, got %lld", (long long)opts->window);
-    if (!(opts->dropout >= 0.0f && opts->dropout < 1.0f))
-        return gl_error_null(GL_EINVAL, "attention: dropout must be in [0, 1), got %g", (double)opts->dropout);
-
-    bool drop = opts->training && opts->dropout > 0.0f;
+    if (!check_opts(&d, opts, q)) return NULL;
+    layout_heads(&d);
     gl_tensor *ins[3] = {q, k, v};
-    bool record = gl_autograd_needed(3, ins);
-    int64_t np = d.B * d.NH * d.T * d.S;
     gl_tensor *out = gl_tensor_empty(GL_F32, 4, q->shape);
-    gl_tensor *p = NULL;
-    uint8_t *keep = NULL;
     if (!out) return NULL;
-    if (record) {
-        int64_t pshape[4] = {d.B, d.NH, d.T, d.S};
-        if (!(p = gl_tensor_empty(GL_F32, 4, pshape))) goto fail;
+    return run_attention(&d, out, gl_tensor_f32(q), gl_tensor_f32(k), gl_tensor_f32(v), attention_backward, 3, ins);
+}
+
+gl_tensor *gl_attention_qkv(gl_tensor *qkv, int64_t n_head, const gl_attention_opts *opts)
+{
+    char sq[96];
+    if (gl_interrupt_poll("attention")) return NULL;
+    gl_tensor_shape_str(qkv, sq, sizeof sq);
+    if (qkv->dtype != GL_F32 || qkv->ndim != 3)
+        return gl_error_null(GL_EINVAL, "attention: expected an f32 qkv [B,T,3C], got %s %s",
+                             gl_dtype_name(qkv->dtype), sq);
+    int64_t B = qkv->shape[0], T = qkv->shape[1], C = qkv->shape[2] / 3;
+    if (n_head <= 0 || qkv->shape[2] % 3 || C % n_head)
+        return gl_error_null(GL_EINVAL, "attention: qkv %s does not split into 3 x %lld heads", sq, (long long)n_head);
+    attn_dims d = {B, n_head, n_head, T, T, C / n_head, opts->scale, opts->causal, opts->window, false, 0, 0, 1.0f,
+                   0, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (!check_opts(&d, opts, qkv)) return NULL;
+    layout_fused(&d);
+    int64_t shape[3] = {B, T, C};
+    gl_tensor *out = gl_tensor_empty(GL_F32, 3, shape);
+    if (!out) return NULL;
+    const float *p = gl_tensor_f32(qkv);
+    gl_tensor *out2 = run_attention(&d, out, p, p + C, p + 2 * C, attention_qkv_backward, 1, &qkv);
+    if (out2) {
+        gl_node *nd = out2->grad_fn;
+        if (nd) nd->i[5] = n_head;
     }
-    if (drop) {
-        if (!(keep = malloc((size_t)np + 1))) {
-            gl_error(GL_ENOMEM, "attention: out of memory for a dropout mask of %lld elements", (long long)np);
-            goto fail;
-        }
-        draw_keep(&d, keep, opts->dropout);
-        d.keep = keep;
-        d.keep_scale = 1.0f / (1.0f - opts->dropout);
-    }
-    if (out->numel > 0 &&
-        !forward_all(&d, gl_tensor_f32(out), gl_tensor_f32(q), gl_tensor_f32(k), gl_tensor_f32(v),
-                     p ? gl_tensor_f32(p) : NULL)) {
-        gl_error(GL_ENOMEM, "attention: out of memory for scratch");
-        goto fail;
-    }
-    gl_node *nd;
-    if (gl_autograd_record(&nd, out, "attention", attention_backward, 3, ins) != GL_OK) goto fail;
-    if (nd) {
-        nd->f[0] = d.scale;
-        nd->f[1] = d.keep_scale;
-        nd->i[0] = d.causal;
-        nd->i[1] = d.window;
-        nd->extra = keep;
-        keep = NULL;
-        if (gl_node_save(nd, 0, q) != GL_OK || gl_node_save(nd, 1, k) != GL_OK || gl_node_save(nd, 2, v) != GL_OK ||
-            gl_node_save(nd, 3, p) != GL_OK)
-            goto fail;
-    }
-    free(keep);
-    gl_tensor_release(p);
-    return out;
-fail:
-    free(keep);
-    gl_tensor_release(p);
-    gl_tensor_release(out);
-    return NULL;
+    return out2;
 }
 
 /* One query row of decode: online softmax over keys [lo, hi) of one kv head,
@@ -517,7 +612,7 @@ gl_status gl_attention_decode(float *out, int64_t out_stride, const float *q, in
                         (long long)n, (long long)S, (long long)capacity, (long long)NH, (long long)KVH,
                         (long long)HS, (long long)opts->window);
     if (gl_interrupt_poll("attention_decode")) return GL_EINTR;
-    attn_dims d = {1, NH, KVH, n, S, HS, opts->scale, true, opts->window, NULL, 1.0f};
+    attn_dims d = {1, NH, KVH, n, S, HS, opts->scale, true, opts->window, false, 0, 0, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     int64_t G = NH / KVH, tasks = n * NH;
 #pragma omp parallel for if (tasks > 1 && tasks * S * HS > (1 << 18)) schedule(static)
     for (int64_t th = 0; th < tasks; th++) {

@@ -12,13 +12,12 @@
  * so a window keeps the last `window` positions, itself included (GPT-Neo's
  * local attention). The allowed keys of a row are always one contiguous range.
  *
- * Memory: a recorded call keeps the attention probabilities P [B,NH,T,S]
- * (f32) for backward, plus one byte per element of P for the dropout mask
- * when dropout is active — 4 (or 5) * B*NH*T*S bytes per call, e.g. 100 MB
- * for B=64, NH=6, T=S=256. PyTorch's composed attention keeps at least as
- * much (the softmax output and the dropout output). Unrecorded calls
- * (no_grad, or no input requires grad) keep nothing: P lives in one T x S
- * scratch row block per thread. */
+ * Memory: nothing of size T x S outlives a call. A recorded call keeps q,
+ * k, v and two floats per query row (its softmax maximum and 1/sum, 8 *
+ * B*NH*T bytes); backward recomputes the probabilities block by block from
+ * them (FlashAttention's trade: one more Q K^T product for no B*NH*T*S
+ * tensor, 100 MB per layer for B=64, NH=6, T=S=256). Forward and backward
+ * work in per-thread scratch of a few rows of S. */
 #ifndef GL_OPS_ATTENTION_H
 #define GL_OPS_ATTENTION_H
 
@@ -34,6 +33,8 @@ typedef struct {
     int64_t window; /* 0: no window; else attend to the last `window` positions */
     float dropout;  /* probability of zeroing an attention probability, in [0, 1) */
     bool training;  /* dropout only applies when training */
+    const uint64_t *seed; /* NULL: dropout draws its seed from the genlab RNG; else this seed
+                             (to compute a call again, as a model's backward may) */
 } gl_attention_opts;
 
 /* Causal attention with scale 1/sqrt(HS), no window, no dropout. */
@@ -41,11 +42,21 @@ gl_attention_opts gl_attention_opts_default(int64_t HS);
 
 /* q [B,NH,T,HS], k and v [B,KVH,S,HS] (f32) -> out [B,NH,T,HS]:
  * softmax(mask(q k^T * scale)) (dropped out) @ v. Causal attention needs
- * S >= T. The dropout mask is drawn serially from the genlab RNG before any
- * parallel work (16 bits per visible element of P, row-major), so one seed
- * gives the same result whatever the thread count. Backward gives dq, dk, dv; for GQA
- * dk and dv sum over the query heads that share a kv head. */
+ * S >= T. Dropout takes one 64-bit draw from the genlab RNG per call and
+ * derives every mask element from it and the element's position (a
+ * counter-based stream: 16 bits per element, dropped when below p * 2^16),
+ * so one seed gives the same result whatever the thread count, and
+ * backward regenerates the mask instead of storing it. Backward gives dq,
+ * dk, dv; for GQA dk and dv sum over the query heads that share a kv head. */
 gl_tensor *gl_attention(gl_tensor *q, gl_tensor *k, gl_tensor *v, const gl_attention_opts *opts);
+
+/* Self-attention straight from a fused projection, as GPT-2's c_attn makes
+ * it: qkv [B,T,3C] holds each position's q, k and v (in that order, C =
+ * n_head * HS each, heads side by side) -> out [B,T,C], heads side by side
+ * as the output projection reads them. The numbers of splitting into heads,
+ * gl_attention and merging, without those copies (and without keeping them
+ * for backward: the node keeps qkv, which its producer made anyway). */
+gl_tensor *gl_attention_qkv(gl_tensor *qkv, int64_t n_head, const gl_attention_opts *opts);
 
 /* Decoding with a KV cache. The cache of one layer keeps keys and values
  * head-major, [KVH, capacity, HS] each: the positions of one head are one

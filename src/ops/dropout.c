@@ -1,7 +1,13 @@
-/* Inverted dropout: out = x * mask / (1 - p), mask[i] = 0 with probability p.
- * The mask is drawn serially from the genlab RNG (32 bits per element, two
- * per draw) before the parallel multiply, so one seed gives the same mask
- * whatever the thread count. Backward: dx += dout * mask / (1 - p). */
+/* Inverted dropout: out = x * mask / (1 - p), mask[i] = 0 with probability p,
+ * and the fused residual form out = x + dropout(f).
+ *
+ * Masks are counter-based (gl_dropout_factors): one 64-bit draw from the
+ * genlab RNG per call seeds them, and element i's fate is a function of
+ * that seed and i. So one seed gives the same mask whatever the thread
+ * count, forward and backward run in parallel, and backward regenerates
+ * the mask instead of keeping a byte per element. Backward:
+ * dx += dout * mask / (1 - p). */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,80 +17,172 @@
 #include "core/rng.h"
 #include "ops/nnops.h"
 
+enum { CHUNK = 4096 }; /* elements whose factors one thread makes at a time (16 KB of stack) */
+
+/* SplitMix64's output function (Steele, Lea, Flood 2014). */
+static inline uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+uint32_t gl_dropout_cut(float p) { return (uint32_t)lround((double)p * 65536.0); }
+
+void gl_dropout_factors(float *km, uint64_t seed, uint32_t cut, float scale, int64_t e0, int64_t n)
+{
+    int64_t e = e0, end = e0 + n;
+    while (e < end) {
+        uint64_t g = (uint64_t)e >> 2;
+        uint64_t u = mix64(seed + (g + 1) * 0x9e3779b97f4a7c15ULL) >> (16 * (e & 3));
+        for (; e < end && (uint64_t)e >> 2 == g; e++, u >>= 16) *km++ = (uint32_t)(u & 0xffff) >= cut ? scale : 0.0f;
+    }
+}
+
+void gl_dropout_apply(float *dst, const float *base, const float *a, int64_t e0, int64_t n, uint64_t seed,
+                      uint32_t cut, float scale)
+{
+#pragma omp parallel for if (n > 32768) schedule(static)
+    for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+        float km[CHUNK];
+        int64_t m = n - c0 < CHUNK ? n - c0 : CHUNK;
+        gl_dropout_factors(km, seed, cut, scale, e0 + c0, m);
+        float *d = dst + c0;
+        const float *s = a + c0;
+        if (base) {
+            const float *b = base + c0;
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) d[i] = b[i] + s[i] * km[i];
+        } else {
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) d[i] = s[i] * km[i]; /* x * mask, as torch: NaN stays NaN */
+        }
+    }
+}
+
+static void add_into(float *dx, const float *g, int64_t n)
+{
+#pragma omp parallel for simd if (n > 32768) schedule(static)
+    for (int64_t i = 0; i < n; i++) dx[i] += g[i];
+}
+
 /* x passes unchanged (eval mode, p == 0). */
 static gl_status identity_backward(gl_node *nd)
 {
     float *dx;
     gl_status st = gl_node_grad(nd, 0, &dx);
     if (st != GL_OK || !dx) return st;
-    const float *g = gl_tensor_f32(nd->gout);
-    int64_t n = nd->out->numel;
-#pragma omp parallel for simd if (n > 32768) schedule(static)
-    for (int64_t i = 0; i < n; i++) dx[i] += g[i];
+    add_into(dx, gl_tensor_f32(nd->gout), nd->out->numel);
     return GL_OK;
 }
 
-/* extra: the keep mask, one byte per element. f[0] = 1 / (1 - p). */
+/* The mask as the node keeps it: i[0] = seed, i[1] = cut, f[0] = 1 / (1 - p). */
+static void keep_mask(gl_node *nd, uint64_t seed, uint32_t cut, float scale)
+{
+    nd->i[0] = (int64_t)seed;
+    nd->i[1] = cut;
+    nd->f[0] = scale;
+}
+
 static gl_status dropout_backward(gl_node *nd)
 {
     float *dx;
     gl_status st = gl_node_grad(nd, 0, &dx);
     if (st != GL_OK || !dx) return st;
-    const float *g = gl_tensor_f32(nd->gout);
-    const uint8_t *keep = nd->extra;
-    float scale = (float)nd->f[0];
-    int64_t n = nd->out->numel;
-#pragma omp parallel for simd if (n > 32768) schedule(static)
-    for (int64_t i = 0; i < n; i++) dx[i] += g[i] * ((float)keep[i] * scale);
+    gl_dropout_apply(dx, dx, gl_tensor_f32(nd->gout), 0, nd->out->numel, (uint64_t)nd->i[0], (uint32_t)nd->i[1],
+               (float)nd->f[0]);
     return GL_OK;
+}
+
+static gl_tensor *check_p(const char *op, const gl_tensor *x, float p)
+{
+    if (x->dtype != GL_F32)
+        return gl_error_null(GL_EINVAL, "%s: expected an f32 tensor, got %s", op, gl_dtype_name(x->dtype));
+    if (!(p >= 0.0f && p < 1.0f)) return gl_error_null(GL_EINVAL, "%s: p must be in [0, 1), got %g", op, (double)p);
+    return (gl_tensor *)x;
 }
 
 gl_tensor *gl_dropout(gl_tensor *x, float p, bool training)
 {
-    if (gl_interrupt_poll("dropout")) return NULL;
-    if (x->dtype != GL_F32)
-        return gl_error_null(GL_EINVAL, "dropout: expected an f32 tensor, got %s", gl_dtype_name(x->dtype));
-    if (!(p >= 0.0f && p < 1.0f))
-        return gl_error_null(GL_EINVAL, "dropout: p must be in [0, 1), got %g", (double)p);
+    if (gl_interrupt_poll("dropout") || !check_p("dropout", x, p)) return NULL;
     /* A copy even as identity: every op returns a fresh tensor. */
-    gl_tensor *out = gl_tensor_new_like(x);
+    gl_tensor *out = gl_tensor_empty(GL_F32, x->ndim, x->shape);
     if (!out) return NULL;
     int64_t n = x->numel;
-    const float *xs = gl_tensor_f32(x);
-    float *o = gl_tensor_f32(out);
     gl_node *nd;
     if (!training || p == 0.0f) {
-        memcpy(o, xs, gl_tensor_nbytes(x));
+        memcpy(gl_tensor_f32(out), gl_tensor_f32(x), gl_tensor_nbytes(x));
         if (gl_autograd_record(&nd, out, "dropout", identity_backward, 1, &x) != GL_OK) goto fail;
         return out;
     }
-    uint8_t *keep = malloc((size_t)n + 1);
-    if (!keep) {
-        gl_error(GL_ENOMEM, "dropout: out of memory for a mask of %lld elements", (long long)n);
-        goto fail;
-    }
-    /* drop when the 32-bit draw is below p * 2^32 */
-    uint32_t cut = (uint32_t)((double)p * 4294967296.0);
-    for (int64_t i = 0; i < n; i += 2) {
-        uint64_t u = gl_rng_u64();
-        keep[i] = (uint32_t)u >= cut;
-        if (i + 1 < n) keep[i + 1] = (uint32_t)(u >> 32) >= cut;
-    }
+    uint64_t seed = gl_rng_u64();
+    uint32_t cut = gl_dropout_cut(p);
     float scale = 1.0f / (1.0f - p);
-#pragma omp parallel for simd if (n > 32768) schedule(static)
-    for (int64_t i = 0; i < n; i++) o[i] = xs[i] * ((float)keep[i] * scale); /* x * mask, as torch: NaN stays NaN */
-    if (gl_autograd_record(&nd, out, "dropout", dropout_backward, 1, &x) != GL_OK) {
-        free(keep);
-        goto fail;
-    }
-    if (nd) {
-        nd->extra = keep;
-        nd->f[0] = scale;
-    } else {
-        free(keep);
-    }
+    gl_dropout_apply(gl_tensor_f32(out), NULL, gl_tensor_f32(x), 0, n, seed, cut, scale);
+    if (gl_autograd_record(&nd, out, "dropout", dropout_backward, 1, &x) != GL_OK) goto fail;
+    if (nd) keep_mask(nd, seed, cut, scale);
     return out;
 fail:
     gl_tensor_release(out);
     return NULL;
+}
+
+/* x's gradient is gout itself: shared when x has none yet, else added. */
+static gl_status residual_grad(gl_node *nd)
+{
+    bool taken;
+    gl_status st = gl_node_grad_take(nd, 0, &taken);
+    if (st != GL_OK || taken) return st;
+    return identity_backward(nd);
+}
+
+/* i[2]: whether the mask applies (training and p > 0). Input 1 is f. */
+static gl_status dropout_add_backward(gl_node *nd)
+{
+    float *df;
+    gl_status st = gl_node_grad(nd, 1, &df);
+    if (st != GL_OK) return st;
+    const float *g = gl_tensor_f32(nd->gout);
+    int64_t n = nd->out->numel;
+    if (df && nd->i[2])
+        gl_dropout_apply(df, df, g, 0, n, (uint64_t)nd->i[0], (uint32_t)nd->i[1], (float)nd->f[0]);
+    else if (df)
+        add_into(df, g, n);
+    return residual_grad(nd); /* last: it may hand gout over to x */
+}
+
+gl_tensor *gl_dropout_add(gl_tensor *x, gl_tensor *f, float p, bool training)
+{
+    char s1[128], s2[128];
+    if (gl_interrupt_poll("dropout_add") || !check_p("dropout_add", x, p) || !check_p("dropout_add", f, p))
+        return NULL;
+    if (!gl_shape_equal(x->ndim, x->shape, f->ndim, f->shape))
+        return gl_error_null(GL_EINVAL, "dropout_add: x %s and f %s must have the same shape",
+                             gl_tensor_shape_str(x, s1, sizeof s1), gl_tensor_shape_str(f, s2, sizeof s2));
+    gl_tensor *out = gl_tensor_empty(GL_F32, x->ndim, x->shape);
+    if (!out) return NULL;
+    int64_t n = x->numel;
+    float *o = gl_tensor_f32(out);
+    const float *xs = gl_tensor_f32(x), *fs = gl_tensor_f32(f);
+    bool drop = training && p > 0.0f;
+    uint64_t seed = drop ? gl_rng_u64() : 0;
+    uint32_t cut = gl_dropout_cut(p);
+    float scale = 1.0f / (1.0f - p);
+    if (drop) {
+        gl_dropout_apply(o, xs, fs, 0, n, seed, cut, scale);
+    } else {
+#pragma omp parallel for simd if (n > 32768) schedule(static)
+        for (int64_t i = 0; i < n; i++) o[i] = xs[i] + fs[i];
+    }
+    gl_tensor *ins[2] = {x, f};
+    gl_node *nd;
+    if (gl_autograd_record(&nd, out, "dropout_add", dropout_add_backward, 2, ins) != GL_OK) {
+        gl_tensor_release(out);
+        return NULL;
+    }
+    if (nd) {
+        keep_mask(nd, seed, cut, scale);
+        nd->i[2] = drop;
+    }
+    return out;
 }

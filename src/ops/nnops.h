@@ -4,6 +4,7 @@
 #define GL_OPS_NNOPS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "core/tensor.h"
 
@@ -17,6 +18,21 @@ gl_tensor *gl_rms_norm(gl_tensor *x, gl_tensor *w, float eps);
 gl_tensor *gl_embedding(gl_tensor *weight, gl_tensor *ids);
 /* Inverted dropout; identity when !training or p == 0. */
 gl_tensor *gl_dropout(gl_tensor *x, float p, bool training);
+/* x + dropout(f) (same shapes): a residual connection that keeps nothing
+ * for backward (the mask is regenerated), where gl_add(x, gl_dropout(f))
+ * would keep the dropped-out f. Identity dropout when !training or p == 0. */
+gl_tensor *gl_dropout_add(gl_tensor *x, gl_tensor *f, float p, bool training);
+/* The counter-based mask stream of dropout (shared with attention): km[i] =
+ * scale or 0 for element e0 + i of the stream seeded by seed, i in [0, n).
+ * Element e is dropped when 16-bit lane e % 4 of SplitMix64's draw e / 4 is
+ * below cut = gl_dropout_cut(p) = round(p * 2^16). */
+uint32_t gl_dropout_cut(float p);
+void gl_dropout_factors(float *km, uint64_t seed, uint32_t cut, float scale, int64_t e0, int64_t n);
+/* dst[i] = base[i] + a[i] * km[i], or a[i] * km[i] when base is NULL, for
+ * i in [0, n), with km[i] the factor of element e0 + i of that stream
+ * (parallel, in chunks); base may be dst. Fused ops that drop out build on this. */
+void gl_dropout_apply(float *dst, const float *base, const float *a, int64_t e0, int64_t n, uint64_t seed,
+                      uint32_t cut, float scale);
 
 /* logits [..., C] (flattened to [N, C]; [C] alone is one row), targets i64
  * or i32 [...] of 0-based class ids (ignore_index, e.g. PyTorch's -100, is
