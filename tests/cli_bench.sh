@@ -1,5 +1,5 @@
 #!/bin/sh
-# genlab bench train-gpt / generate: --quick --no-reference --json runs the
+# genlab bench train-gpt / generate / images: --quick --no-reference runs the
 # tiny sizes in fresh child processes (one per model and thread count) and
 # prints one JSON line with the documented keys and plausible values; usage
 # errors exit 2 naming the problem. Fast: a few seconds.
@@ -34,6 +34,21 @@ check "generate --quick skips stories110M" "! has gen stories110M"
 check "the table names its columns" "has table 'GFLOP/s' && has table 'RSS MiB' && has table 'nanogpt'"
 "$GENLAB" bench generate --quick --no-reference --threads 1 --only char --json >"$tmp/only" 2>&1
 check "--only measures that model alone" "has only '\"model\":\"char\"' && ! has only stories15M"
+
+# bench images: the four rows of the table, each with positive ms and images/s
+"$GENLAB" bench images --quick --no-reference --threads 1 >"$tmp/img" 2>"$tmp/img.err"
+check "images --quick --no-reference exits 0" "test $? -eq 0"
+for m in vae dcgan unet ddim; do
+  check "images table has a $m row with positive ms and images/s" \
+    "awk -v m=$m '\$1 == m && \$2 == 1 && \$4 + 0 > 0 && \$5 + 0 > 0 { ok = 1 } END { exit !ok }' $tmp/img"
+done
+check "images table has exactly four rows" "test \$(grep -cE '^(vae|dcgan|unet|ddim) +1 ' $tmp/img) -eq 4"
+check "images --quick keeps the architectures (VAE 652824 parameters)" "has img 'genlab 652824'"
+"$GENLAB" bench images --quick --no-reference --threads 1 --only ddim --json >"$tmp/imgj" 2>&1
+check "images --only ddim --json: that model alone, with images_per_s" \
+  "has imgj '\"model\":\"ddim\"' && has imgj '\"images_per_s\":' && ! has imgj '\"model\":\"vae\"'"
+check "images: an unknown model exits 2 naming the choices" \
+  "\"$GENLAB\" bench images --only gan 2>$tmp/e; test \$? -eq 2 && grep -q \"unknown model 'gan' (vae, dcgan, unet, ddim)\" $tmp/e"
 
 check "an unknown model exits 2 naming the choices" \
   "\"$GENLAB\" bench train-gpt --only gpt5 2>$tmp/e; test \$? -eq 2 && grep -q \"unknown model 'gpt5' (nanogpt, baby)\" $tmp/e"
