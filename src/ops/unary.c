@@ -313,12 +313,15 @@ gl_tensor *gl_leaky_relu(gl_tensor *x, float slope) { return unary(OP_LEAKY_RELU
 gl_tensor *gl_gelu(gl_tensor *x) { return unary(OP_GELU, x, 0, 0); }
 gl_tensor *gl_gelu_tanh(gl_tensor *x) { return unary(OP_GELU_TANH, x, 0, 0); }
 
-void gl_gelu_inplace(float *x, int64_t n, bool tanh_approx)
+SIMD_CLONES void gl_gelu_inplace(float *x, int64_t n, bool tanh_approx)
 {
-    if (tanh_approx)
+    if (tanh_approx) {
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) x[i] = gelu_tanh_f(x[i]);
-    else
+    } else {
+#pragma omp simd
         for (int64_t i = 0; i < n; i++) x[i] = gelu_f(x[i]);
+    }
 }
 gl_tensor *gl_silu(gl_tensor *x) { return unary(OP_SILU, x, 0, 0); }
 gl_tensor *gl_clamp(gl_tensor *x, float lo, float hi) { return unary(OP_CLAMP, x, lo, hi); }
