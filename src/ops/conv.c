@@ -13,13 +13,22 @@
  * Threads: with at least as many samples as threads, each thread takes whole
  * samples (its own column buffer, single-threaded GEMMs, its own dw partial
  * added in thread order afterwards); otherwise samples run in turn and the
- * GEMMs use the threads. A 1x1 stride-1 unpadded conv2d needs no im2col:
- * x[n,g] is its own column matrix. */
+ * GEMMs use the threads.
+ *
+ * Where im2col is the identity (a 1x1 stride-1 unpadded conv2d; a kernel
+ * that covers the whole unpadded image, as in the first and last layers of
+ * a DCGAN) the image is its own column matrix. A stride-1 conv2d takes dx as
+ * gy convolved with the flipped, transposed kernel (padded by d (k - 1) - p):
+ * an im2col and a GEMM that adds straight into dx, in place of a GEMM into a
+ * zeroed [K, L] buffer that col2im folds back (9 passes over dx for 3x3).
+ *
+ * The column matrices are not kept from forward to backward: for the UNet
+ * of bench images they would hold some 800 MB at batch 64, for an im2col
+ * that costs a few percent of a training step. */
 #include "ops/conv.h"
 
 #include <omp.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "autograd/tape.h"
 #include "core/interrupt.h"
@@ -31,61 +40,96 @@ gl_conv2d_args gl_conv2d_args_default(void)
     return (gl_conv2d_args){.stride = {1, 1}, .dilation = {1, 1}, .groups = 1};
 }
 
+/* The copy and add loops of im2col / col2im vectorize wider with AVX2.
+ * The copy and zeroing loops of im2col stay loops: as calls to memcpy and
+ * memset (GCC's loop distribution makes them so) the rows of 7 or 14 pixels
+ * cost more in calls than in copying. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SIMD_CLONES __attribute__((target_clones("avx2", "default"), optimize("no-tree-loop-distribute-patterns")))
+#else
+#define SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+
 /* An image of C channels [C, H, W] against a column matrix [C kh kw, OH OW]. */
 typedef struct {
     int64_t C, H, W, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw;
 } geom;
 
-static void im2col(const geom *q, const float *restrict img, float *restrict col)
+/* The outputs o in [*lo, *hi) of [0, n) whose input off + o s lies in [0, size). */
+static inline void valid_range(int64_t off, int64_t s, int64_t size, int64_t n, int64_t *lo, int64_t *hi)
 {
-    int64_t L = q->OH * q->OW;
+    int64_t a, b;
+    if (s == 1) { /* no division: im2col calls this per row, and rows may be 1 pixel long */
+        a = off >= 0 ? 0 : -off;
+        b = size - off;
+    } else {
+        a = off >= 0 ? 0 : (-off + s - 1) / s;
+        b = off >= size ? 0 : (size - 1 - off) / s + 1;
+    }
+    if (b > n) b = n;
+    if (b < 0) b = 0;
+    if (a > b) a = b;
+    *lo = a, *hi = b;
+}
+
+/* Each (channel, ki, kj) row is the image shifted by the kernel offset: the
+ * rows and columns that fall into the padding are zeroed, the rest copied
+ * without a bounds check per element. */
+SIMD_CLONES static void im2col(const geom *q, const float *restrict img, float *restrict col)
+{
+    int64_t OH = q->OH, OW = q->OW, L = OH * OW;
     for (int64_t c = 0; c < q->C; c++)
-        for (int64_t ki = 0; ki < q->kh; ki++)
+        for (int64_t ki = 0; ki < q->kh; ki++) {
+            int64_t h0, h1, ioff = ki * q->dh - q->ph;
+            valid_range(ioff, q->sh, q->H, OH, &h0, &h1);
             for (int64_t kj = 0; kj < q->kw; kj++) {
                 float *row = col + ((c * q->kh + ki) * q->kw + kj) * L;
                 const float *plane = img + c * q->H * q->W;
-                for (int64_t oh = 0; oh < q->OH; oh++) {
-                    int64_t ih = oh * q->sh - q->ph + ki * q->dh;
-                    float *r = row + oh * q->OW;
-                    if (ih < 0 || ih >= q->H) {
-                        memset(r, 0, (size_t)q->OW * sizeof *r);
-                        continue;
+                int64_t w0, w1, joff = kj * q->dw - q->pw;
+                valid_range(joff, q->sw, q->W, OW, &w0, &w1);
+                for (int64_t j = 0; j < h0 * OW; j++) row[j] = 0.0f;
+                for (int64_t oh = h0; oh < h1; oh++) {
+                    float *r = row + oh * OW;
+                    const float *src = plane + (oh * q->sh + ioff) * q->W;
+                    for (int64_t ow = 0; ow < w0; ow++) r[ow] = 0.0f;
+                    if (q->sw == 1) {
+#pragma omp simd
+                        for (int64_t ow = w0; ow < w1; ow++) r[ow] = src[joff + ow];
+                    } else {
+                        for (int64_t ow = w0; ow < w1; ow++) r[ow] = src[joff + ow * q->sw];
                     }
-                    const float *src = plane + ih * q->W;
-                    int64_t iw0 = kj * q->dw - q->pw;
-                    if (q->sw == 1 && iw0 >= 0 && iw0 + q->OW <= q->W) {
-                        memcpy(r, src + iw0, (size_t)q->OW * sizeof *r);
-                        continue;
-                    }
-                    for (int64_t ow = 0; ow < q->OW; ow++) {
-                        int64_t iw = iw0 + ow * q->sw;
-                        r[ow] = (iw >= 0 && iw < q->W) ? src[iw] : 0.0f;
-                    }
+                    for (int64_t ow = w1; ow < OW; ow++) r[ow] = 0.0f;
                 }
+                for (int64_t j = h1 * OW; j < L; j++) row[j] = 0.0f;
             }
+        }
 }
 
 /* img += the columns folded back onto their pixels (im2col's adjoint). */
-static void col2im(const geom *q, const float *restrict col, float *restrict img)
+SIMD_CLONES static void col2im(const geom *q, const float *restrict col, float *restrict img)
 {
-    int64_t L = q->OH * q->OW;
+    int64_t OH = q->OH, OW = q->OW, L = OH * OW;
     for (int64_t c = 0; c < q->C; c++)
-        for (int64_t ki = 0; ki < q->kh; ki++)
+        for (int64_t ki = 0; ki < q->kh; ki++) {
+            int64_t h0, h1, ioff = ki * q->dh - q->ph;
+            valid_range(ioff, q->sh, q->H, OH, &h0, &h1);
             for (int64_t kj = 0; kj < q->kw; kj++) {
                 const float *row = col + ((c * q->kh + ki) * q->kw + kj) * L;
                 float *plane = img + c * q->H * q->W;
-                for (int64_t oh = 0; oh < q->OH; oh++) {
-                    int64_t ih = oh * q->sh - q->ph + ki * q->dh;
-                    if (ih < 0 || ih >= q->H) continue;
-                    const float *r = row + oh * q->OW;
-                    float *dst = plane + ih * q->W;
-                    int64_t iw0 = kj * q->dw - q->pw;
-                    for (int64_t ow = 0; ow < q->OW; ow++) {
-                        int64_t iw = iw0 + ow * q->sw;
-                        if (iw >= 0 && iw < q->W) dst[iw] += r[ow];
+                int64_t w0, w1, joff = kj * q->dw - q->pw;
+                valid_range(joff, q->sw, q->W, OW, &w0, &w1);
+                for (int64_t oh = h0; oh < h1; oh++) {
+                    const float *r = row + oh * OW;
+                    float *dst = plane + (oh * q->sh + ioff) * q->W;
+                    if (q->sw == 1) {
+#pragma omp simd
+                        for (int64_t ow = w0; ow < w1; ow++) dst[joff + ow] += r[ow];
+                    } else {
+                        for (int64_t ow = w0; ow < w1; ow++) dst[joff + ow * q->sw] += r[ow];
                     }
                 }
             }
+        }
 }
 
 /* Everything one call needs, forward or backward. For conv2d the image of
@@ -93,8 +137,10 @@ static void col2im(const geom *q, const float *restrict col, float *restrict img
 typedef struct {
     bool transpose;
     int64_t N, C, H, W, O, OH, OW, groups, Cg, Og;
-    geom q;   /* one group's image against its columns */
-    bool direct; /* conv2d 1x1, stride 1, no padding: the image is its own column matrix */
+    geom q;      /* one group's image against its columns */
+    bool direct; /* im2col is the identity: the image is its own column matrix */
+    bool flip;   /* conv2d stride 1 (not direct): dx is gy convolved with the flipped kernel, ... */
+    geom qf;     /* ... gy [Og, OH, OW] against the columns [Og kh kw, H W] of that convolution */
 } plan;
 
 static const char *op_name(bool transpose) { return transpose ? "conv_transpose2d" : "conv2d"; }
@@ -185,7 +231,13 @@ static gl_status make_plan(bool transpose, const gl_tensor *x, const gl_tensor *
                      : (geom){Cg, H, W, kh, kw, OH, OW, 0, 0, 0, 0, 0, 0};
     p->q.sh = a->stride[0], p->q.sw = a->stride[1], p->q.ph = a->padding[0], p->q.pw = a->padding[1];
     p->q.dh = a->dilation[0], p->q.dw = a->dilation[1];
-    p->direct = !transpose && kh == 1 && kw == 1 && p->q.sh == 1 && p->q.sw == 1 && p->q.ph == 0 && p->q.pw == 0;
+    const geom *q = &p->q;
+    bool unpadded = q->ph == 0 && q->pw == 0;
+    p->direct = unpadded && ((kh == 1 && kw == 1 && q->sh == 1 && q->sw == 1 && q->OH == q->H && q->OW == q->W) ||
+                             (q->OH == 1 && q->OW == 1 && kh == q->H && kw == q->W && q->dh == 1 && q->dw == 1));
+    int64_t fph = a->dilation[0] * (kh - 1) - a->padding[0], fpw = a->dilation[1] * (kw - 1) - a->padding[1];
+    p->flip = !transpose && !p->direct && p->q.sh == 1 && p->q.sw == 1 && fph >= 0 && fpw >= 0;
+    p->qf = (geom){p->Og, OH, OW, kh, kw, H, W, 1, 1, fph, fpw, a->dilation[0], a->dilation[1]};
     return GL_OK;
 }
 
@@ -198,8 +250,8 @@ static bool by_sample(const plan *p) { return p->N > 1 && p->N >= gl_threads_get
 
 /* --- forward --------------------------------------------------------------------- */
 
-/* y[n] for one sample; col is this thread's [K, L] buffer. */
-static void forward_sample(const plan *p, const float *x, const float *w, float *y, float *col, bool has_bias)
+/* y[n] for one sample (y holds the bias or zeros); col is this thread's [K, L] buffer. */
+static void forward_sample(const plan *p, const float *x, const float *w, float *y, float *col)
 {
     int64_t K = col_rows(p), L = col_cols(p), HWin = p->H * p->W, HWout = p->OH * p->OW;
     for (int64_t g = 0; g < p->groups; g++) {
@@ -209,11 +261,16 @@ static void forward_sample(const plan *p, const float *x, const float *w, float 
                 im2col(&p->q, xg, col);
                 cols = col;
             }
-            gl_sgemm(false, false, p->Og, L, K, 1.0f, w + g * p->Og * K, K, cols, L, has_bias ? 1.0f : 0.0f,
-                     y + g * p->Og * HWout, L);
+            gl_sgemm(false, false, p->Og, L, K, 1.0f, w + g * p->Og * K, K, cols, L, 1.0f, y + g * p->Og * HWout, L);
         } else { /* col [Og kh kw, H W] = w[g]^T @ x[n,g], folded onto y[n,g] */
-            gl_sgemm(true, false, K, L, p->Cg, 1.0f, w + g * p->Cg * K, K, x + g * p->Cg * HWin, HWin, 0.0f, col, L);
-            col2im(&p->q, col, y + g * p->Og * HWout);
+            const float *wg = w + g * p->Cg * K, *xg = x + g * p->Cg * HWin;
+            float *yg = y + g * p->Og * HWout;
+            if (p->direct) {
+                gl_sgemm(true, false, K, L, p->Cg, 1.0f, wg, K, xg, HWin, 1.0f, yg, L);
+                continue;
+            }
+            gl_sgemm(true, false, K, L, p->Cg, 1.0f, wg, K, xg, HWin, 0.0f, col, L);
+            col2im(&p->q, col, yg);
         }
     }
 }
@@ -226,18 +283,16 @@ static gl_tensor *conv(bool transpose, gl_tensor *x, gl_tensor *w, gl_tensor *b,
     if (gl_interrupt_poll(op)) return NULL;
     plan p;
     if (make_plan(transpose, x, w, b, a, &p) != GL_OK) return NULL;
-    int64_t HWout = p.OH * p.OW;
-    gl_tensor *y = gl_tensor_empty(GL_F32, 4, (int64_t[]){p.N, p.O, p.OH, p.OW});
+    int64_t HWout = p.OH * p.OW, shape[4] = {p.N, p.O, p.OH, p.OW};
+    /* Start from the bias or zeros, then add the products. */
+    gl_tensor *y = b ? gl_tensor_empty(GL_F32, 4, shape) : gl_tensor_new(GL_F32, 4, shape);
     if (!y) return NULL;
     const float *X = gl_tensor_f32(x), *Wt = gl_tensor_f32(w), *B = b ? gl_tensor_f32(b) : NULL;
     float *Y = gl_tensor_f32(y);
-    /* Start from the bias (or zero where col2im adds), then add the products. */
-    if (B || transpose) {
+    if (B) {
 #pragma omp parallel for if (p.N * p.O * HWout > 65536) schedule(static)
-        for (int64_t r = 0; r < p.N * p.O; r++) {
-            float v = B ? B[r % p.O] : 0.0f;
-            for (int64_t j = 0; j < HWout; j++) Y[r * HWout + j] = v;
-        }
+        for (int64_t r = 0; r < p.N * p.O; r++)
+            for (int64_t j = 0; j < HWout; j++) Y[r * HWout + j] = B[r % p.O];
     }
     size_t ncol = p.direct ? 1 : (size_t)(col_rows(&p) * col_cols(&p));
     bool par = by_sample(&p), oom = false;
@@ -250,7 +305,7 @@ static gl_tensor *conv(bool transpose, gl_tensor *x, gl_tensor *w, gl_tensor *b,
         }
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < p.N; n++)
-            if (col) forward_sample(&p, X + n * p.C * p.H * p.W, Wt, Y + n * p.O * HWout, col, B != NULL);
+            if (col) forward_sample(&p, X + n * p.C * p.H * p.W, Wt, Y + n * p.O * HWout, col);
         free(col);
     }
     if (oom) {
@@ -285,14 +340,28 @@ gl_tensor *gl_conv_transpose2d(gl_tensor *x, gl_tensor *w, gl_tensor *b, const g
 
 /* --- backward -------------------------------------------------------------------- */
 
+/* wf [G, Cg, Og kh kw]: the kernel w [G Og, Cg, kh, kw] flipped in both
+ * axes with its channels swapped, for dx of a stride-1 conv2d. */
+static void flip_kernel(const plan *p, const float *w, float *wf)
+{
+    int64_t kh = p->q.kh, kw = p->q.kw, KK = kh * kw;
+    for (int64_t g = 0; g < p->groups; g++)
+        for (int64_t o = 0; o < p->Og; o++)
+            for (int64_t c = 0; c < p->Cg; c++)
+                for (int64_t k = 0; k < KK; k++)
+                    wf[((g * p->Cg + c) * p->Og + o) * KK + k] = w[((g * p->Og + o) * p->Cg + c) * KK + KK - 1 - k];
+}
+
 /* Adds one sample's dx (when dx) and dw (into dwp, when dwp). col and dcol
- * are this thread's [K, L] buffers. */
-static void backward_sample(const plan *p, const float *x, const float *w, const float *gy, float *dx, float *dwp,
-                            float *col, float *dcol)
+ * are this thread's buffers: [K, L] and the larger of [K, L] and (flip)
+ * [Og kh kw, H W]; wf is the flipped kernel when p->flip. */
+static void backward_sample(const plan *p, const float *x, const float *w, const float *wf, const float *gy,
+                            float *dx, float *dwp, float *col, float *dcol)
 {
     int64_t K = col_rows(p), L = col_cols(p), HWin = p->H * p->W, HWout = p->OH * p->OW;
     for (int64_t g = 0; g < p->groups; g++) {
         const float *xg = x + g * p->Cg * HWin, *gyg = gy + g * p->Og * HWout;
+        float *dxg = dx ? dx + g * p->Cg * HWin : NULL;
         if (!p->transpose) {
             const float *wg = w + g * p->Og * K;
             if (dwp) {
@@ -303,17 +372,25 @@ static void backward_sample(const plan *p, const float *x, const float *w, const
                 }
                 gl_sgemm(false, true, p->Og, K, L, 1.0f, gyg, L, cols, L, 1.0f, dwp + g * p->Og * K, K);
             }
-            if (dx && p->direct) {
-                gl_sgemm(true, false, K, L, p->Og, 1.0f, wg, K, gyg, L, 1.0f, dx + g * p->Cg * HWin, L);
-            } else if (dx) {
+            if (!dxg) continue;
+            if (p->direct) {
+                gl_sgemm(true, false, K, L, p->Og, 1.0f, wg, K, gyg, L, 1.0f, dxg, L);
+            } else if (p->flip) { /* dx[n,g] [Cg, H W] += wf[g] [Cg, KF] @ im2col(gy[n,g]) [KF, H W] */
+                int64_t KF = p->Og * p->q.kh * p->q.kw;
+                im2col(&p->qf, gyg, dcol);
+                gl_sgemm(false, false, p->Cg, HWin, KF, 1.0f, wf + g * p->Cg * KF, KF, dcol, HWin, 1.0f, dxg, HWin);
+            } else {
                 gl_sgemm(true, false, K, L, p->Og, 1.0f, wg, K, gyg, L, 0.0f, dcol, L);
-                col2im(&p->q, dcol, dx + g * p->Cg * HWin);
+                col2im(&p->q, dcol, dxg);
             }
         } else {
-            const float *wg = w + g * p->Cg * K;
-            im2col(&p->q, gyg, col); /* [Og kh kw, H W] */
-            if (dx) gl_sgemm(false, false, p->Cg, L, K, 1.0f, wg, K, col, L, 1.0f, dx + g * p->Cg * HWin, L);
-            if (dwp) gl_sgemm(false, true, p->Cg, K, L, 1.0f, xg, HWin, col, L, 1.0f, dwp + g * p->Cg * K, K);
+            const float *wg = w + g * p->Cg * K, *cols = gyg; /* [Og kh kw, H W] */
+            if (!p->direct) {
+                im2col(&p->q, gyg, col);
+                cols = col;
+            }
+            if (dxg) gl_sgemm(false, false, p->Cg, L, K, 1.0f, wg, K, cols, L, 1.0f, dxg, L);
+            if (dwp) gl_sgemm(false, true, p->Cg, K, L, 1.0f, xg, HWin, cols, L, 1.0f, dwp + g * p->Cg * K, K);
         }
     }
 }
@@ -350,17 +427,24 @@ static gl_status conv_backward(gl_node *nd)
     }
     if (!dx && !dw) return GL_OK;
     size_t ncol = p.direct ? 1 : (size_t)(col_rows(&p) * col_cols(&p)), nw = (size_t)w->numel;
+    size_t ndcol = !dx || p.transpose || p.direct ? 1 : p.flip ? (size_t)(p.Og * p.q.kh * p.q.kw * HWin) : ncol;
+    float *wf = dx && p.flip ? malloc(nw * sizeof *wf) : NULL;
+    if (dx && p.flip && !wf) return gl_error(GL_ENOMEM, "%s: out of memory", op);
+    if (wf) flip_kernel(&p, Wt, wf);
     bool par = by_sample(&p), oom = false;
     int nthreads = par ? gl_threads_get() : 1;
     /* dw partials of threads 1.. (thread 0 adds straight into dw) */
     float **parts = calloc((size_t)nthreads, sizeof *parts);
-    if (!parts) return gl_error(GL_ENOMEM, "%s: out of memory", op);
+    if (!parts) {
+        free(wf);
+        return gl_error(GL_ENOMEM, "%s: out of memory", op);
+    }
 #pragma omp parallel if (par) num_threads(nthreads)
     {
         int t = omp_get_thread_num();
-        float *col = malloc(ncol * sizeof *col), *dcol = dx && !p.transpose ? malloc(ncol * sizeof *dcol) : NULL;
+        float *col = malloc(ncol * sizeof *col), *dcol = malloc(ndcol * sizeof *dcol);
         float *dwp = dw && t > 0 ? calloc(nw, sizeof *dwp) : dw;
-        if (!col || (dx && !p.transpose && !dcol) || (dw && !dwp)) {
+        if (!col || !dcol || (dw && !dwp)) {
 #pragma omp atomic write
             oom = true;
         }
@@ -369,7 +453,7 @@ static gl_status conv_backward(gl_node *nd)
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < p.N; n++)
             if (!oom)
-                backward_sample(&p, X + n * p.C * HWin, Wt, GY + n * p.O * HWout, dx ? dx + n * p.C * HWin : NULL,
+                backward_sample(&p, X + n * p.C * HWin, Wt, wf, GY + n * p.O * HWout, dx ? dx + n * p.C * HWin : NULL,
                                 dwp, col, dcol);
         free(col);
         free(dcol);
@@ -380,5 +464,6 @@ static gl_status conv_backward(gl_node *nd)
         free(parts[t]);
     }
     free(parts);
+    free(wf);
     return oom ? gl_error(GL_ENOMEM, "%s: out of memory for the column buffers", op) : GL_OK;
 }

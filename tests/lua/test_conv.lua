@@ -1,7 +1,8 @@
 -- conv2d and conv_transpose2d: PyTorch fixtures (tests/fixtures/conv.safetensors,
 -- made by make_conv_fixtures.py, which names each case's options), finite-
--- difference gradient checks, the Conv2d / ConvTranspose2d modules (shapes,
--- init ranges, state-dict names, repr) and the error messages.
+-- difference gradient checks, plain reference loops for each kernel path,
+-- the Conv2d / ConvTranspose2d modules (shapes, init ranges, state-dict
+-- names, repr) and the error messages.
 -- Sizes are numbers or {h, w}, as in torch (h first).
 local T = require "tap"
 local G = require "gradcheck"
@@ -90,14 +91,127 @@ G.run(T, {
     {input{2, 2, 3, 5}, input{2, 3, 2, 3}, input{3}}},
 })
 
+-- Plain loops over torch's definitions, beside the im2col / GEMM kernels: y,
+-- and dx, dw for the output gradient R (flat Lua arrays, 1-based). conv2d:
+-- y[n,o,oh,ow] += x[n,c,oh s - p + ki d, ...] w[o,c',ki,kj]; conv_transpose2d
+-- is its adjoint: y[n,o,h s - p + ki d, ...] += x[n,c,h,w] w[c,o',ki,kj].
+local function pair(v) if type(v) == "table" then return v[1], v[2] end return v, v end
+local function reference(x, w, R, o, transpose)
+  local N, C, H, W = table.unpack(x:shape())
+  local _, wc, kh, kw = table.unpack(w:shape())
+  local sh, sw = pair(o.stride or 1)
+  local ph, pw = pair(o.padding or 0)
+  local dh, dw = pair(o.dilation or 1)
+  local G = o.groups or 1
+  local y, O, OH, OW = {}, nil, nil, nil
+  if transpose then
+    local oph, opw = pair(o.output_padding or 0)
+    O, OH, OW = wc * G, (H - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1, (W - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
+  else
+    O, OH, OW = w:shape()[1], (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+  end
+  local X, Wt, dx, dwt = {}, {}, {}, {}
+  for i = 1, x:numel() do X[i], dx[i] = x:getflat(i), 0 end
+  for i = 1, w:numel() do Wt[i], dwt[i] = w:getflat(i), 0 end
+  for i = 1, N * O * OH * OW do y[i] = 0 end
+  -- the small grid (conv2d's output, conv_transpose2d's input) against the big one
+  local SH, SW, BH, BW = OH, OW, H, W
+  if transpose then SH, SW, BH, BW = H, W, OH, OW end
+  local Cg, Og = C // G, O // G
+  for n = 0, N - 1 do for g = 0, G - 1 do for cl = 0, Cg - 1 do for ol = 0, Og - 1 do
+    local c, oc = g * Cg + cl, g * Og + ol
+    local wi = transpose and ((c * Og + ol) * kh) or ((oc * Cg + cl) * kh)
+    for ki = 0, kh - 1 do for kj = 0, kw - 1 do
+      local wk = (wi + ki) * kw + kj + 1
+      for a = 0, SH - 1 do
+        local bh = a * sh - ph + ki * dh
+        if bh >= 0 and bh < BH then
+          for b = 0, SW - 1 do
+            local bw = b * sw - pw + kj * dw
+            if bw >= 0 and bw < BW then
+              local xi, yi
+              if transpose then
+                xi, yi = ((n * C + c) * H + a) * W + b + 1, ((n * O + oc) * OH + bh) * OW + bw + 1
+              else
+                xi, yi = ((n * C + c) * H + bh) * W + bw + 1, ((n * O + oc) * OH + a) * OW + b + 1
+              end
+              y[yi] = y[yi] + X[xi] * Wt[wk]
+              local r = R:getflat(yi)
+              dx[xi] = dx[xi] + r * Wt[wk]
+              dwt[wk] = dwt[wk] + r * X[xi]
+            end
+          end
+        end
+      end
+    end end
+  end end end end
+  return y, dx, dwt, { N, O, OH, OW }
+end
+
+local function max_err(t, ref)
+  if t == nil then return math.huge end
+  if t:numel() ~= #ref then return math.huge end
+  local e = 0
+  for i = 1, #ref do e = math.max(e, math.abs(t:getflat(i) - ref[i])) end
+  return e
+end
+
+-- Each case takes a path of its own: the padded copy at odd sizes, stride 3,
+-- dilation, groups, dx by the flipped kernel (stride 1) or by col2im (padding
+-- over d (k - 1), stride 2), im2col as the identity (1x1; a kernel as large
+-- as the image, in both directions), images of 1 row or column.
+local ref_cases = {
+  {"conv2d padding 1, 3x3 on odd 7x5", {3, 4, 7, 5}, {6, 4, 3, 3}, {padding = 1}},
+  {"conv2d padding {2,1}, 5x3 kernel on 3x7", {2, 2, 3, 7}, {3, 2, 5, 3}, {padding = {2, 1}}},
+  {"conv2d stride 3, padding 1", {2, 2, 8, 7}, {3, 2, 3, 3}, {stride = 3, padding = 1}},
+  {"conv2d stride 2, padding 1 on odd 9x9 (dx by col2im)", {3, 3, 9, 9}, {4, 3, 3, 3}, {stride = 2, padding = 1}},
+  {"conv2d groups 2, dilation {1,2}, padding {1,2} (dx by the flipped kernel)", {2, 4, 5, 6}, {4, 2, 3, 3},
+    {groups = 2, dilation = {1, 2}, padding = {1, 2}}},
+  {"conv2d padding 3 > k - 1 (dx by col2im at stride 1)", {2, 2, 4, 4}, {2, 2, 3, 3}, {padding = 3}},
+  {"conv2d kernel as large as the image (no im2col)", {3, 3, 4, 5}, {2, 3, 4, 5}, {}},
+  {"conv2d 1x1 groups 3 (no im2col)", {2, 6, 3, 4}, {3, 2, 1, 1}, {groups = 3}},
+  {"conv2d 1-row image, padding {0,1}", {2, 3, 1, 9}, {2, 3, 1, 3}, {padding = {0, 1}}},
+  {"conv_transpose2d from 1x1, kernel 4 (no col2im)", {3, 5, 1, 1}, {5, 4, 4, 4}, {}, true},
+  {"conv_transpose2d stride 2, padding 1, output_padding 1 on 3x5", {2, 3, 3, 5}, {3, 2, 4, 4},
+    {stride = 2, padding = 1, output_padding = 1}, true},
+  {"conv_transpose2d 1x1, dilation 2, output_padding 1", {2, 2, 3, 3}, {2, 3, 1, 1},
+    {dilation = 2, output_padding = 1}, true},
+  {"conv_transpose2d groups 2, stride {1,3}, padding {1,0}", {2, 4, 4, 3}, {4, 3, 3, 2},
+    {groups = 2, stride = {1, 3}, padding = {1, 0}}, true},
+}
+for _, c in ipairs(ref_cases) do
+  local name, xs, ws, o, transpose = table.unpack(c)
+  local x, w = G.input(xs), G.input(ws)
+  local op = transpose and gl.conv_transpose2d or gl.conv2d
+  local okay, y = pcall(op, x, w, nil, o)
+  if not okay then
+    T.ok(false, name .. " runs", y)
+  else
+    local R = gl.randn(y:shape())
+    local ry, rdx, rdw, rshape = reference(x, w, R, o, transpose)
+    T.eq(shape_str(y), "[" .. table.concat(rshape, ",") .. "]", name .. ": shape")
+    y:backward(R)
+    local ey, ex, ew = max_err(y, ry), max_err(x.grad, rdx), max_err(w.grad, rdw)
+    T.ok(math.max(ey, ex, ew) <= 1e-4,
+      ("%s: y, dx, dw match the plain loops (max abs err %.2g, %.2g, %.2g)"):format(name, ey, ex, ew))
+  end
+end
+
 -- Samples split across threads give the same result as one at a time
--- (each sample's gradient is added in thread order; compare to 1e-5).
-do
-  local x, w = G.input{5, 3, 6, 6}, G.input{4, 3, 3, 3}
+-- (each sample's gradient is added in thread order; compare to 1e-5): a
+-- stride-2 conv2d (dx by col2im), a stride-1 one (dx by the flipped kernel),
+-- a conv_transpose2d from 1x1 (no col2im).
+for _, c in ipairs {
+  {"conv2d stride 2", gl.conv2d, {5, 3, 6, 6}, {4, 3, 3, 3}, {padding = 1, stride = 2}},
+  {"conv2d stride 1", gl.conv2d, {5, 3, 6, 6}, {4, 3, 3, 3}, {padding = 1}},
+  {"conv_transpose2d from 1x1", gl.conv_transpose2d, {5, 3, 1, 1}, {3, 4, 4, 4}, {}},
+} do
+  local name, op, xs, ws, o = table.unpack(c)
+  local x, w = G.input(xs), G.input(ws)
   local function run(threads)
     gl.threads(threads)
     x.grad, w.grad = nil, nil
-    local y = gl.conv2d(x, w, nil, {padding = 1, stride = 2})
+    local y = op(x, w, nil, o)
     y:backward(gl.ones(y:shape()))
     return y:detach(), x.grad, w.grad
   end
@@ -105,9 +219,9 @@ do
   local y1, gx1, gw1 = run(1)
   local y2, gx2, gw2 = run(2)
   gl.threads(before)
-  T.near(y2, y1, 1e-5, "conv2d forward: 2 threads match 1")
-  T.near(gx2, gx1, 1e-5, "conv2d grad x: 2 threads match 1")
-  T.near(gw2, gw1, 1e-5, "conv2d grad w: 2 threads match 1 (per-thread partials)")
+  T.near(y2, y1, 1e-5, name .. " forward: 2 threads match 1")
+  T.near(gx2, gx1, 1e-5, name .. " grad x: 2 threads match 1")
+  T.near(gw2, gw1, 1e-5, name .. " grad w: 2 threads match 1 (per-thread partials)")
 end
 
 -- Modules: parameter shapes, PyTorch init ranges, state-dict names, forward.
