@@ -3,9 +3,15 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include "core/interrupt.h"
 #include "core/threads.h"
 #include "ops/blas.h"
 #include "ops/matmul.h"
+
+/* Products above this many multiply-adds (~2-4 ms on one core) run in
+ * blocks of rows with a tick of the poll hook between blocks, so that the
+ * workbench echoes keys in the middle of a training step's big GEMMs. */
+#define TICK_MACS (1LL << 27)
 
 void gl_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
@@ -24,8 +30,18 @@ void gl_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
         return;
     }
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+    int64_t rows = M;
+    if (M * N * K > TICK_MACS && !omp_in_parallel()) {
+        rows = TICK_MACS / (N * K);
+        if (rows < 256) rows = 256; /* narrower blocks would lose GEMM efficiency */
+    }
+    for (int64_t i = 0; i < M; i += rows) {
+        int64_t m = M - i < rows ? M - i : rows;
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                    (blasint)m, (blasint)N, (blasint)K, alpha, trans_a ? A + i : A + i * lda, (blasint)lda, B,
+                    (blasint)ldb, beta, C + i * ldc, (blasint)ldc);
+        if (m < M) gl_interrupt_tick();
+    }
 }
 
 const char *gl_blas_config(void) { return openblas_get_config(); }
