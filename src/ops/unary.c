@@ -31,7 +31,6 @@
 #define INV_SQRT_2PI 0.3989422804014327f
 #define GELU_C 0.044715f
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* ---- erf and exp that vectorize ----------------------------------------------
  * libm's erff and expf are calls, so loops over them stay scalar (erff alone
@@ -77,6 +76,20 @@ static ALWAYS_INLINE float exp_nonpos(float y)
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
     return p * bitsf((uint32_t)((int32_t)k + 127) << 23);
+}
+
+/* 1 / (1 + e^-x) through exp_nonpos(-|x|), so that loops over it vectorize
+ * (expf's calls kept SiLU scalar: 11% of a UNet step). Beyond |x| = 87
+ * the result is 1 or 0 (the true value is within 2e-38 of it); NaN gives NaN. */
+static ALWAYS_INLINE float sigmoidf(float x)
+{
+    const uint32_t ax = fbits(x) & 0x7fffffffu;
+    const uint32_t big = -(uint32_t)(ax > 0x42ae0000u); /* |x| > 87 */
+    const float e = exp_nonpos(fsel(big, -87.0f, bitsf(ax | 0x80000000u)));
+    const float inv = 1.0f / (1.0f + e);
+    const uint32_t neg = (uint32_t)((int32_t)fbits(x) >> 31);
+    const uint32_t nan = -(uint32_t)(ax > 0x7f800000u);
+    return fsel(nan, x, fsel(neg, fsel(big, 0.0f, e * inv), inv));
 }
 
 /* erf(u), and e^(-u^2) in *e (0 from u^2 >= 87 on), within 1.4 ulp of erf over
@@ -151,7 +164,7 @@ static inline float gelu_tanh_d(float x)
     return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_C * x * x);
 }
 
-static inline float silu_d(float x)
+static ALWAYS_INLINE float silu_d(float x)
 {
     float s = sigmoidf(x);
     return s * (1.0f + x * (1.0f - s));
