@@ -127,7 +127,9 @@ local function open_session(model, op)
   local ok, sess = pcall(function() return model:session() end)
   if not ok then fail("%s: model has no usable session(): %s", op, tostring(sess)) end
   local cap = sess:capacity()
-  return sess, cap, math.max(1, cap // 2)
+  local keep = math.max(1, cap // 2)
+  if sess.slide then sess:slide(keep) end -- the refills below reuse what the session prepared
+  return sess, cap, keep
 end
 
 local function close(sess)

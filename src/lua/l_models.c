@@ -14,6 +14,8 @@
  *   model:save(path [, {tokenizer = string}])   genlab checkpoint (gl.models.load reads it)
  *   session:append(ids (table or tensor) [, {all = false}]) -> logits [V] (or [n,V] with all)
  *   session:reset(), :length(), :capacity(), :free()
+ *   session:slide(keep): the caller refills a full cache with its last keep
+ *     tokens; the session prepares them as they come (gl_gpt_session_slide)
  *   gl.models._load(path) -> model, info {format, tokenizer, dir}
  *   gl.models._save(model, path [, tokenizer]), gl.models._export_hf(model, dir)
  * lua/genlab/models.lua wraps the last three as load / save / export. */
@@ -240,7 +242,8 @@ static int s_append(lua_State *L)
         n = (int64_t)luaL_len(L, 2);
     }
     if (n < 1) return luaL_error(L, "append: no tokens given");
-    ids = lua_newuserdatauv(L, (size_t)n * sizeof *ids, 0); /* scratch owned by the stack */
+    int64_t few[32]; /* a decoded token or a refill: no allocation */
+    ids = n <= 32 ? few : lua_newuserdatauv(L, (size_t)n * sizeof *ids, 0); /* scratch owned by the stack */
     for (int64_t i = 0; i < n; i++) {
         if (t) {
             ids[i] = (int64_t)gl_tensor_get(t, i);
@@ -262,6 +265,14 @@ static int s_append(lua_State *L)
 static int s_reset(lua_State *L)
 {
     gl_gpt_session_reset(check_session(L, 1)->s);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int s_slide(lua_State *L)
+{
+    session_ud *u = check_session(L, 1);
+    gl_lua_check(L, gl_gpt_session_slide(u->s, luaL_checkinteger(L, 2)));
     lua_settop(L, 1);
     return 1;
 }
@@ -347,7 +358,7 @@ static const luaL_Reg gpt_methods[] = {
 };
 
 static const luaL_Reg session_methods[] = {
-    {"append", s_append}, {"reset", s_reset}, {"length", s_length},
+    {"append", s_append}, {"reset", s_reset}, {"slide", s_slide}, {"length", s_length},
     {"capacity", s_capacity}, {"free", s_free}, {NULL, NULL},
 };
 

@@ -74,5 +74,11 @@ int64_t gl_gpt_session_capacity(const gl_gpt_session *s);
  * last position's [V]. Fails (and appends nothing) when the cache would overflow. */
 gl_status gl_gpt_session_append(gl_gpt_session *s, const int64_t *ids, int64_t n, float *logits,
                                 bool all_positions);
+/* Announces that the caller refills the cache, when full, with its last
+ * keep tokens (after a reset): the session then computes those tokens'
+ * entries for the next window as they are appended one at a time, and the
+ * refill's append reuses them (same results, up to float rounding). Only
+ * takes effect on models whose weights stay in cache; keep 0 turns it off. */
+gl_status gl_gpt_session_slide(gl_gpt_session *s, int64_t keep);
 
 #endif

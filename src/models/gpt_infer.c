@@ -12,7 +12,15 @@
  *
  * The math is gl_gpt_forward's (gpt.c), in the same order, so logits agree
  * to float rounding; tests/lua/test_gpt.lua checks this for every arch.
- * A failed append (interrupt) leaves the length where it was. */
+ * A failed append (interrupt) leaves the length where it was.
+ *
+ * gl_gpt_session_slide serves a caller that refills a full cache with its
+ * last keep tokens (gl.generate): the positions of those tokens change, so
+ * they must run again, but instead of a prefill of keep tokens at refill
+ * time each runs as it is appended, as a second row beside itself at its
+ * position in the next window (forward_chunk's twin). With cached weights
+ * the matrix-vector products are bound by the loads of W, so the twin
+ * costs little; the refill's append then computes one token. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +53,8 @@ typedef struct {
 
 /* y[4] = the 4 rows of W [4, I] times x [I] */
 typedef void (*dot4_fn)(float *y, const float *W, const float *x, int64_t I);
+/* y0[4], y1[4] = the 4 rows of W [4, I] times x0 [I] and x1 [I] */
+typedef void (*dot4x2_fn)(float *y0, float *y1, const float *W, const float *x0, const float *x1, int64_t I);
 
 typedef struct {
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
@@ -60,9 +70,15 @@ struct gl_gpt_session {
     const float *tok, *pos, *lnf_w, *lnf_b, *head;
     gl_tensor_list held; /* references on every weight read through the pointers above */
     float *kc, *vc;      /* [L, KVH, cap, HS] */
+    /* The next window (gl_gpt_session_slide): the tokens sh_ids [sh_len] at
+     * positions from + 0.. in the caches skc, svc (as kc, vc); from 0: off. */
+    int64_t from, sh_len, *sh_ids;
+    float *skc, *svc;
     float *x, *h, *q, *k, *v, *att, *ff, *ff2; /* chunk scratch */
     float *pad;                                /* [4, max(C, F)]: a last block of under 4 rows of W */
-    dot4_fn dot4;                              /* the matrix-vector kernel (pick_kernel) */
+    dot4_fn dot4;                              /* the matrix-vector kernel (pick_kernels) */
+    dot4x2_fn dot4x2;                          /* and its two-token form */
+    bool cached;                               /* weights of at most CACHED_BYTES (linear, slide) */
 };
 
 /* --- kernels -------------------------------------------------------------------- */
@@ -135,6 +151,32 @@ __attribute__((target("avx2,fma"))) static void dot4_side(float *y, const float 
         y[k] = t[k];
     }
 }
+
+/* y0[k] = W[k] . x0 and y1[k] = W[k] . x1 for the 4 rows k of W (stride
+ * I): two tokens (a token and its twin, forward_chunk) share each load of
+ * W. Each sum is dot4_side's, in its order. */
+__attribute__((target("avx2,fma"))) static void dot4x2_avx2(float *y0, float *y1, const float *W, const float *x0,
+                                                           const float *x1, int64_t I)
+{
+    const float *w0 = W, *w1 = W + I, *w2 = W + 2 * I, *w3 = W + 3 * I;
+    __m256 s[4], t[4];
+    for (int k = 0; k < 4; k++) s[k] = t[k] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= I; i += 8) {
+        __m256 a = _mm256_loadu_ps(x0 + i), b = _mm256_loadu_ps(x1 + i), w;
+        w = _mm256_loadu_ps(w0 + i), s[0] = _mm256_fmadd_ps(w, a, s[0]), t[0] = _mm256_fmadd_ps(w, b, t[0]);
+        w = _mm256_loadu_ps(w1 + i), s[1] = _mm256_fmadd_ps(w, a, s[1]), t[1] = _mm256_fmadd_ps(w, b, t[1]);
+        w = _mm256_loadu_ps(w2 + i), s[2] = _mm256_fmadd_ps(w, a, s[2]), t[2] = _mm256_fmadd_ps(w, b, t[2]);
+        w = _mm256_loadu_ps(w3 + i), s[3] = _mm256_fmadd_ps(w, a, s[3]), t[3] = _mm256_fmadd_ps(w, b, t[3]);
+    }
+    _mm_storeu_ps(y0, hsum4(s));
+    _mm_storeu_ps(y1, hsum4(t));
+    for (int k = 0; k < 4; k++)
+        for (int64_t j = i; j < I; j++) {
+            y0[k] += W[k * I + j] * x0[j];
+            y1[k] += W[k * I + j] * x1[j];
+        }
+}
 #endif
 
 static void dot4_plain(float *y, const float *W, const float *x, int64_t I)
@@ -142,52 +184,70 @@ static void dot4_plain(float *y, const float *W, const float *x, int64_t I)
     for (int k = 0; k < 4; k++) y[k] = dot_plain(W + k * I, x, I);
 }
 
-/* The kernel for weights of the given size: dot4_seq when they stream
- * from DRAM, else dot4_side. CACHED_BYTES is a constant, not
- * sysconf(_SC_LEVEL3_CACHE_SIZE): in this machine's VM that reports 256 MB
- * for an L3 of 32 MB shared with other guests. */
-static dot4_fn pick_kernel(int64_t weight_bytes)
+static void dot4x2_plain(float *y0, float *y1, const float *W, const float *x0, const float *x1, int64_t I)
 {
-#ifdef HAVE_AVX2_PATH
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return weight_bytes > CACHED_BYTES ? dot4_seq : dot4_side;
-#endif
-    (void)weight_bytes;
-    return dot4_plain;
+    dot4_plain(y0, W, x0, I);
+    dot4_plain(y1, W, x1, I);
 }
 
-/* Rows [o0, o1) of y[O] (+)= W[O, I] x[I] + b, in blocks of 4 rows. A last
- * block of under 4 rows is copied into pad ([4, I] at least), whose other
- * rows give sums nobody reads. */
-static void linear_rows(dot4_fn dot4, float *y, const float *x, lin_w L, int64_t I, bool accumulate, int64_t o0,
-                        int64_t o1, float *pad)
+/* The kernels for weights of the given size: dot4_seq when they stream
+ * from DRAM, else dot4_side (and dot4x2 for two tokens). CACHED_BYTES is a
+ * constant, not sysconf(_SC_LEVEL3_CACHE_SIZE): in this machine's VM that
+ * reports 256 MB for an L3 of 32 MB shared with other guests. */
+static void pick_kernels(gl_gpt_session *s, int64_t weight_bytes)
+{
+    s->cached = weight_bytes <= CACHED_BYTES;
+#ifdef HAVE_AVX2_PATH
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        s->dot4 = s->cached ? dot4_side : dot4_seq;
+        s->dot4x2 = dot4x2_avx2;
+        return;
+    }
+#endif
+    s->dot4 = dot4_plain;
+    s->dot4x2 = dot4x2_plain;
+}
+
+/* Columns [o0, o1) of y[n, O] (+)= x[n, I] W[O, I]^T + b for n = 1 or 2
+ * tokens, in blocks of 4 rows of W. A last block of under 4 rows is copied
+ * into pad ([4, I] at least), whose other rows give sums nobody reads. */
+static void linear_rows(const gl_gpt_session *s, float *y, const float *x, lin_w L, int64_t n, int64_t I, int64_t O,
+                        bool accumulate, int64_t o0, int64_t o1)
 {
     for (int64_t o = o0; o < o1; o += 4) {
         int64_t k = o1 - o < 4 ? o1 - o : 4;
         const float *W = L.w + o * I;
         if (k < 4) {
-            memcpy(pad, W, (size_t)(k * I) * sizeof(float));
-            W = pad;
+            memcpy(s->pad, W, (size_t)(k * I) * sizeof(float));
+            W = s->pad;
         }
-        float t4[4];
-        dot4(t4, W, x, I);
-        for (int64_t r = 0; r < k; r++) {
-            float v = t4[r] + (L.b ? L.b[o + r] : 0.0f);
-            y[o + r] = accumulate ? y[o + r] + v : v;
+        float t8[8];
+        if (n == 1)
+            s->dot4(t8, W, x, I);
+        else
+            s->dot4x2(t8, t8 + 4, W, x, x + I, I);
+        for (int64_t u = 0; u < n; u++) {
+            float *yt = y + u * O;
+            for (int64_t r = 0; r < k; r++) {
+                float v = t8[4 * u + r] + (L.b ? L.b[o + r] : 0.0f);
+                yt[o + r] = accumulate ? yt[o + r] + v : v;
+            }
         }
     }
 }
 
 /* y[n, O] (+)= x[n, I] @ W[O, I]^T + b. Several tokens go to gl_sgemm (the
- * bias written first, then beta = 1: one pass over y less). One token is a
- * matrix-vector product, bandwidth-bound: threads split the blocks of 4 rows,
- * so every sum is the same for any thread count, and one thread never enters
+ * bias written first, then beta = 1: one pass over y less), except two on
+ * cached weights (a token and its twin): those share the loads of W in
+ * linear_rows. One token is a matrix-vector product, bandwidth-bound.
+ * Threads split the blocks of 4 rows, so every sum is the same for any
+ * thread count, and one thread never enters
  * a parallel region (libgomp's team start and end cost a futex call each,
  * ~2% of a char GPT token). */
 static void linear(const gl_gpt_session *s, float *y, const float *x, lin_w L, int64_t n, int64_t I, int64_t O,
                    bool accumulate)
 {
-    if (n > 1) {
+    if (n > 2 || (n > 1 && !s->cached)) {
         if (L.b)
             for (int64_t t = 0; t < n; t++) {
                 float *yr = y + t * O;
@@ -206,14 +266,15 @@ static void linear(const gl_gpt_session *s, float *y, const float *x, lin_w L, i
         {
             int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
             int64_t b0 = blocks * t / T, b1 = blocks * (t + 1) / T;
-            linear_rows(s->dot4, y, x, L, I, accumulate, 4 * b0, 4 * b1 < O ? 4 * b1 : O, s->pad);
+            linear_rows(s, y, x, L, n, I, O, accumulate, 4 * b0, 4 * b1 < O ? 4 * b1 : O);
         }
         return;
     }
-    linear_rows(s->dot4, y, x, L, I, accumulate, 0, O, s->pad);
+    linear_rows(s, y, x, L, n, I, O, accumulate, 0, O);
 }
 
-/* Row-wise LayerNorm (b may be NULL) or, when is_rms, RMSNorm. y, x [n, C]. */
+/* Row-wise LayerNorm (b may be NULL) or, when is_rms, RMSNorm. y, x [n, C].
+ * The sums are simd reductions: vectorized in an order fixed at build time. */
 static void norm(float *y, const float *x, const float *w, const float *b, int64_t n, int64_t C, float eps,
                  bool is_rms)
 {
@@ -222,14 +283,17 @@ static void norm(float *y, const float *x, const float *w, const float *b, int64
         float *yr = y + t * C;
         if (is_rms) {
             float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
             for (int64_t i = 0; i < C; i++) ss += xr[i] * xr[i];
             float r = 1.0f / sqrtf(ss / (float)C + eps);
             for (int64_t i = 0; i < C; i++) yr[i] = xr[i] * r * w[i];
             continue;
         }
         float mean = 0.0f, var = 0.0f;
+#pragma omp simd reduction(+ : mean)
         for (int64_t i = 0; i < C; i++) mean += xr[i];
         mean /= (float)C;
+#pragma omp simd reduction(+ : var)
         for (int64_t i = 0; i < C; i++) var += (xr[i] - mean) * (xr[i] - mean);
         float r = 1.0f / sqrtf(var / (float)C + eps);
         for (int64_t i = 0; i < C; i++) yr[i] = (xr[i] - mean) * r * w[i] + (b ? b[i] : 0.0f);
@@ -261,6 +325,9 @@ void gl_gpt_session_free(gl_gpt_session *s)
     free(s->k);
     free(s->v);
     free(s->pad);
+    free(s->sh_ids);
+    free(s->skc);
+    free(s->svc);
     free(s);
 }
 
@@ -386,7 +453,7 @@ gl_gpt_session *gl_gpt_session_new(gl_module *m, int64_t capacity)
     }
     int64_t bytes = 0;
     for (int64_t i = 0; i < s->held.n; i++) bytes += s->held.items[i].t->numel * (int64_t)sizeof(float);
-    s->dot4 = pick_kernel(bytes);
+    pick_kernels(s, bytes);
     return s;
 }
 
@@ -402,51 +469,129 @@ static void cache_store(float *cache, const float *rows, int64_t n, int64_t p, i
             memcpy(cache + (h * cap + p + i) * HS, rows + i * KVH * HS + h * HS, (size_t)HS * sizeof(float));
 }
 
-/* Runs n (<= chunk) tokens at positions len.. through the layers, leaving
- * the final hidden states (before ln_f) in s->x. */
-static gl_status forward_chunk(gl_gpt_session *s, const int64_t *ids, int64_t n)
+/* Rows [row, row + n) of the k, v scratch, at positions p.. of caches kc, vc
+ * (one layer's): RoPE, then the cache store. */
+static gl_status store_kv(gl_gpt_session *s, int64_t row, int64_t n, int64_t p, float *kc, float *vc)
 {
     const gl_gpt_config *c = &s->c;
-    int64_t C = c->n_embd, F = c->n_hidden, p = s->len, KVD = s->KVD, HS = s->HS, KVH = c->n_kv_head;
+    int64_t KVD = s->KVD, HS = s->HS, KVH = c->n_kv_head;
+    float *k = s->k + row * KVD, *v = s->v + row * KVD;
+    gl_status st;
+    if (c->arch == GL_GPT_LLAMA && (st = gl_rope_inplace(k, n, KVH, HS, KVD, p, c->rope_theta)) != GL_OK) return st;
+    cache_store(kc, k, n, p, KVH, HS, s->cap);
+    cache_store(vc, v, n, p, KVH, HS, s->cap);
+    return GL_OK;
+}
+
+/* Rows [row, row + n) of the q scratch, at positions p..: RoPE, then
+ * attention over positions [0, p + n) of caches kc, vc into s->att. */
+static gl_status attend(gl_gpt_session *s, int64_t l, int64_t row, int64_t n, int64_t p, const float *kc,
+                        const float *vc)
+{
+    const gl_gpt_config *c = &s->c;
+    int64_t C = c->n_embd, HS = s->HS;
+    float *q = s->q + row * C;
+    gl_status st;
+    if (c->arch == GL_GPT_LLAMA && (st = gl_rope_inplace(q, n, c->n_head, HS, C, p, c->rope_theta)) != GL_OK)
+        return st;
+    gl_attention_opts o = {
+        .scale = c->arch == GL_GPT_NEO ? 1.0f : 1.0f / sqrtf((float)HS),
+        .causal = true,
+        .window = (c->arch == GL_GPT_NEO && l < 64 && (c->local_layers >> l & 1)) ? c->window : 0,
+    };
+    return gl_attention_decode(s->att + row * C, C, q, C, n, kc, vc, s->cap, p + n, c->n_head, c->n_kv_head, HS, &o);
+}
+
+/* Runs n (<= chunk) tokens at positions len.. through the layers, leaving
+ * the final hidden states (before ln_f) of rows [out, n) in s->x: the last
+ * layer gives the other rows only their K/V entries (nothing reads the rest
+ * of a row whose logits are not wanted). With twin (n == 1 only), the same
+ * token also runs as row 1 at position sh_len of the next window (skc, svc),
+ * which needs only K/V entries too: the projections load each block of W
+ * once for both rows. */
+static gl_status forward_chunk(gl_gpt_session *s, const int64_t *ids, int64_t n, bool twin, int64_t out)
+{
+    const gl_gpt_config *c = &s->c;
+    int64_t C = c->n_embd, F = c->n_hidden, p = s->len, KVD = s->KVD, rows = n + twin;
     bool llama = c->arch == GL_GPT_LLAMA;
-    for (int64_t i = 0; i < n; i++) {
-        memcpy(s->x + i * C, s->tok + ids[i] * C, (size_t)C * sizeof(float));
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t id = ids[i < n ? i : 0], pi = i < n ? p + i : s->sh_len;
+        memcpy(s->x + i * C, s->tok + id * C, (size_t)C * sizeof(float));
         if (!llama)
-            for (int64_t j = 0; j < C; j++) s->x[i * C + j] += s->pos[(p + i) * C + j];
+            for (int64_t j = 0; j < C; j++) s->x[i * C + j] += s->pos[pi * C + j];
     }
     for (int64_t l = 0; l < c->n_layer; l++) {
         const layer_w *w = &s->lw[l];
-        float *kc = s->kc + l * s->cap * KVD, *vc = s->vc + l * s->cap * KVD;
-        norm(s->h, s->x, w->ln1_w, w->ln1_b, n, C, c->norm_eps, llama);
-        linear(s, s->q, s->h, w->q, n, C, C, false);
-        linear(s, s->k, s->h, w->k, n, C, KVD, false);
-        linear(s, s->v, s->h, w->v, n, C, KVD, false);
-        gl_status st;
-        if (llama && ((st = gl_rope_inplace(s->q, n, c->n_head, HS, C, p, c->rope_theta)) != GL_OK ||
-                      (st = gl_rope_inplace(s->k, n, KVH, HS, KVD, p, c->rope_theta)) != GL_OK))
-            return st;
-        cache_store(kc, s->k, n, p, KVH, HS, s->cap);
-        cache_store(vc, s->v, n, p, KVH, HS, s->cap);
-        gl_attention_opts o = {
-            .scale = c->arch == GL_GPT_NEO ? 1.0f : 1.0f / sqrtf((float)HS),
-            .causal = true,
-            .window = (c->arch == GL_GPT_NEO && l < 64 && (c->local_layers >> l & 1)) ? c->window : 0,
-        };
-        st = gl_attention_decode(s->att, C, s->q, C, n, kc, vc, s->cap, p + n, c->n_head, KVH, HS, &o);
+        int64_t off = l * s->cap * KVD;
+        /* rows [r0, r0 + m) go on past the K/V projections */
+        bool last = l == c->n_layer - 1;
+        int64_t r0 = last ? out : 0, m = last ? n - out : rows;
+        float *x = s->x + r0 * C, *h = s->h + r0 * C, *ff = s->ff + r0 * F, *ff2 = s->ff2 + r0 * F;
+        norm(s->h, s->x, w->ln1_w, w->ln1_b, rows, C, c->norm_eps, llama);
+        linear(s, s->k, s->h, w->k, rows, C, KVD, false);
+        linear(s, s->v, s->h, w->v, rows, C, KVD, false);
+        gl_status st = store_kv(s, 0, n, p, s->kc + off, s->vc + off);
+        if (st == GL_OK && twin) st = store_kv(s, 1, 1, s->sh_len, s->skc + off, s->svc + off);
         if (st != GL_OK) return st;
-        linear(s, s->x, s->att, w->o, n, C, C, true);
-        norm(s->h, s->x, w->ln2_w, w->ln2_b, n, C, c->norm_eps, llama);
+        if (m == 0) continue;
+        linear(s, s->q + r0 * C, h, w->q, m, C, C, false);
+        st = attend(s, l, r0, n - r0, p + r0, s->kc + off, s->vc + off);
+        if (st == GL_OK && twin && !last) st = attend(s, l, 1, 1, s->sh_len, s->skc + off, s->svc + off);
+        if (st != GL_OK) return st;
+        linear(s, x, s->att + r0 * C, w->o, m, C, C, true);
+        norm(h, x, w->ln2_w, w->ln2_b, m, C, c->norm_eps, llama);
         if (llama) {
-            linear(s, s->ff, s->h, w->gate, n, C, F, false);
-            linear(s, s->ff2, s->h, w->up, n, C, F, false);
-            swiglu(s->ff, s->ff2, n * F);
+            linear(s, ff, h, w->gate, m, C, F, false);
+            linear(s, ff2, h, w->up, m, C, F, false);
+            swiglu(ff, ff2, m * F);
         } else {
-            linear(s, s->ff, s->h, w->up, n, C, F, false);
-            gl_gelu_inplace(s->ff, n * F, c->gelu_tanh); /* as the training forward computes it */
+            linear(s, ff, h, w->up, m, C, F, false);
+            gl_gelu_inplace(ff, m * F, c->gelu_tanh); /* as the training forward computes it */
         }
-        linear(s, s->x, s->ff, w->down, n, F, C, true);
+        linear(s, x, ff, w->down, m, F, C, true);
     }
     return GL_OK;
+}
+
+gl_status gl_gpt_session_slide(gl_gpt_session *s, int64_t keep)
+{
+    if (keep < 0 || keep >= s->cap)
+        return gl_error(GL_EINVAL, "session: slide keeps %lld of a capacity of %lld (want 0..%lld)", (long long)keep,
+                        (long long)s->cap, (long long)(s->cap - 1));
+    s->from = s->sh_len = 0;
+    /* only cached weights: from DRAM, the twin's products are not hidden behind the loads of W */
+    if (keep < 2 || !s->cached || s->cap < 3) return GL_OK;
+    int64_t n = s->c.n_layer * s->cap * s->KVD;
+    if (!s->skc) {
+        bool ok = true;
+        s->skc = falloc(n, &ok);
+        s->svc = falloc(n, &ok);
+        s->sh_ids = ok ? malloc((size_t)s->cap * sizeof *s->sh_ids) : NULL;
+        if (!s->sh_ids) {
+            free(s->skc), free(s->svc);
+            s->skc = s->svc = NULL;
+            return gl_error(GL_ENOMEM, "session: out of memory for the next window's cache");
+        }
+    }
+    s->from = s->cap - keep + 1;
+    return GL_OK;
+}
+
+/* An append at length 0 whose ids start with the next window's tokens
+ * takes that window's caches (swapped with the current ones) and returns
+ * how many of the ids they hold; any other append at length 0 drops them. */
+static int64_t take_window(gl_gpt_session *s, const int64_t *ids, int64_t n, bool all_positions)
+{
+    int64_t m = s->sh_len;
+    s->sh_len = 0;
+    if (s->len != 0 || m == 0 || n <= m || all_positions || memcmp(ids, s->sh_ids, (size_t)m * sizeof *ids) != 0)
+        return 0;
+    float *t = s->kc;
+    s->kc = s->skc, s->skc = t;
+    t = s->vc;
+    s->vc = s->svc, s->svc = t;
+    s->len = m;
+    return m;
 }
 
 gl_status gl_gpt_session_append(gl_gpt_session *s, const int64_t *ids, int64_t n, float *logits, bool all_positions)
@@ -462,17 +607,24 @@ gl_status gl_gpt_session_append(gl_gpt_session *s, const int64_t *ids, int64_t n
                             (long long)c->vocab_size);
     int64_t C = c->n_embd, V = c->vocab_size, chunk = s->cap < CHUNK ? s->cap : CHUNK, start = s->len;
     bool llama = c->arch == GL_GPT_LLAMA;
-    for (int64_t done = 0; done < n;) {
+    int64_t done = 0;
+    if (s->len == 0 && s->sh_len > 0) done = take_window(s, ids, n, all_positions);
+    /* the token's twin in the next window, while that window is contiguous */
+    bool twin = s->from > 0 && n == 1 && s->len >= s->from && s->sh_len == s->len - s->from;
+    while (done < n) {
         if (gl_interrupt_poll("session")) {
             s->len = start; /* appends nothing */
             return GL_EINTR;
         }
         int64_t k = n - done < chunk ? n - done : chunk;
-        gl_status st = forward_chunk(s, ids + done, k);
+        /* the rows whose hidden states are read below */
+        int64_t out = all_positions ? 0 : done + k == n ? k - 1 : k;
+        gl_status st = forward_chunk(s, ids + done, k, twin, out);
         if (st != GL_OK) {
             s->len = start;
             return st;
         }
+        if (twin) s->sh_ids[s->sh_len++] = ids[0];
         s->len += k;
         done += k;
         if (all_positions) {

@@ -33,6 +33,7 @@
 #include "autograd/tape.h"
 #include "core/interrupt.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "ops/matmul.h"
 #include "ops/nnops.h"
 
@@ -600,6 +601,17 @@ static void decode_row(float *restrict o, const float *restrict q, const float *
     for (int64_t i = 0; i < HS; i++) o[i] *= inv;
 }
 
+/* Task th of gl_attention_decode: query row th / NH, head th % NH. */
+static inline void decode_task(const attn_dims *d, int64_t th, float *out, int64_t out_stride, const float *q,
+                               int64_t q_stride, const float *k_cache, const float *v_cache, int64_t capacity,
+                               int64_t G)
+{
+    int64_t NH = d->NH, HS = d->HS, t = th / NH, h = th % NH, lo, hi;
+    key_range(d, t, &lo, &hi);
+    const float *kb = k_cache + (h / G) * capacity * HS, *vb = v_cache + (h / G) * capacity * HS;
+    decode_row(out + t * out_stride + h * HS, q + t * q_stride + h * HS, kb, vb, lo, hi, HS, d->scale);
+}
+
 gl_status gl_attention_decode(float *out, int64_t out_stride, const float *q, int64_t q_stride, int64_t n,
                               const float *k_cache, const float *v_cache, int64_t capacity, int64_t S, int64_t NH,
                               int64_t KVH, int64_t HS, const gl_attention_opts *opts)
@@ -614,12 +626,15 @@ gl_status gl_attention_decode(float *out, int64_t out_stride, const float *q, in
     if (gl_interrupt_poll("attention_decode")) return GL_EINTR;
     attn_dims d = {1, NH, KVH, n, S, HS, opts->scale, true, opts->window, false, 0, 0, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     int64_t G = NH / KVH, tasks = n * NH;
-#pragma omp parallel for if (tasks > 1 && tasks * S * HS > (1 << 18)) schedule(static)
-    for (int64_t th = 0; th < tasks; th++) {
-        int64_t t = th / NH, h = th % NH, lo, hi;
-        key_range(&d, t, &lo, &hi);
-        const float *kb = k_cache + (h / G) * capacity * HS, *vb = v_cache + (h / G) * capacity * HS;
-        decode_row(out + t * out_stride + h * HS, q + t * q_stride + h * HS, kb, vb, lo, hi, HS, opts->scale);
+    /* A small call (a decoded token of a small model) never enters a parallel
+     * region: even an if(0) one costs libgomp a team start and end. */
+    if (tasks < 2 || tasks * S * HS <= (1 << 18) || gl_threads_get() < 2) {
+        for (int64_t th = 0; th < tasks; th++)
+            decode_task(&d, th, out, out_stride, q, q_stride, k_cache, v_cache, capacity, G);
+        return GL_OK;
     }
+#pragma omp parallel for schedule(static)
+    for (int64_t th = 0; th < tasks; th++)
+        decode_task(&d, th, out, out_stride, q, q_stride, k_cache, v_cache, capacity, G);
     return GL_OK;
 }

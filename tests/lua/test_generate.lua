@@ -206,6 +206,45 @@ do
   T.ok(worst > -0.2, ("every token of the trained pattern is likely, even past the context (min log-prob %.3f)"):format(worst))
 end
 
+-- session:slide(keep): the next window's entries are computed beside each
+-- appended token; a refill with those tokens reuses them, any other refill
+-- recomputes. Logits must match a session without slide (float rounding).
+do
+  local cap, keep = BLOCK, BLOCK // 2
+  local plain, slid = model:session(), model:session()
+  T.eq(slid:slide(keep), slid, "slide returns the session")
+  local seq, worst, refills = {}, 0, 0
+  local r = 7
+  for i = 1, 120 do
+    r = (r * 1103515245 + 12345) % 2147483648
+    seq[i] = r % tok.vocab
+  end
+  local function both(ids)
+    local a, b = plain:append(ids), slid:append(ids)
+    worst = math.max(worst, (a - b):abs():max():item())
+  end
+  local ctx = {}
+  for i = 1, #seq do
+    ctx[#ctx + 1] = seq[i]
+    if plain:length() >= cap then
+      local tail = {}
+      for k = #ctx - keep + 1, #ctx do tail[#tail + 1] = ctx[k] end
+      if i % 50 == 0 then tail[1] = (tail[1] + 1) % tok.vocab end -- not the prepared tokens: recomputed
+      plain:reset(); slid:reset()
+      both(tail)
+      refills = refills + 1
+    else
+      both({ seq[i] })
+    end
+  end
+  T.ok(refills >= 10, ("the sequence slides the window (%d refills)"):format(refills))
+  T.ok(worst < 1e-4, ("slide: logits match a session without it across refills (max diff %.2g)"):format(worst))
+  T.eq(slid:length(), plain:length(), "and the lengths agree")
+  T.raises(function() slid:slide(cap) end, "slide keeps", "slide rejects keep >= capacity")
+  T.raises(function() slid:slide(-1) end, "slide keeps", "slide rejects a negative keep")
+  T.eq(slid:slide(0), slid, "slide(0) turns it off")
+end
+
 -- a Lua stand-in model: cycles 0..4, records how its session is used
 do
   local calls = {}
