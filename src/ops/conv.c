@@ -11,9 +11,10 @@
  * db sums gy over the batch and the pixels.
  *
  * Threads: with at least as many samples as threads, each thread takes whole
- * samples (its own column buffer, single-threaded GEMMs, its own dw partial
- * added in thread order afterwards); otherwise samples run in turn and the
- * GEMMs use the threads.
+ * samples (its own column buffer, single-threaded GEMMs); otherwise samples
+ * run in turn and the GEMMs use the threads. The weight gradient is summed
+ * over a fixed partition of the samples, so no result depends on the thread
+ * count.
  *
  * Where im2col is the identity (a 1x1 stride-1 unpadded conv2d; a kernel
  * that covers the whole unpadded image, as in the first and last layers of
@@ -274,6 +275,9 @@ static int64_t col_cols(const plan *p) { return p->q.OH * p->q.OW; }
 /* Whether whole samples go to threads (else the GEMMs take the threads). */
 static bool by_sample(const plan *p) { return p->N > 1 && p->N >= gl_threads_get(); }
 
+/* Blocks of samples whose weight gradients are summed separately (see conv_backward). */
+#define DW_BLOCKS 8
+
 /* --- forward --------------------------------------------------------------------- */
 
 /* y[n] for one sample (y holds the bias or zeros); col is this thread's [K, L] buffer. */
@@ -458,36 +462,42 @@ static gl_status conv_backward(gl_node *nd)
     if (dx && p.flip && !wf) return gl_error(GL_ENOMEM, "%s: out of memory", op);
     if (wf) flip_kernel(&p, Wt, wf);
     bool par = by_sample(&p), oom = false;
-    int nthreads = par ? gl_threads_get() : 1;
-    /* dw partials of threads 1.. (thread 0 adds straight into dw) */
-    float **parts = calloc((size_t)nthreads, sizeof *parts);
+    /* dw sums over fixed blocks of samples, block 0 into dw itself and the
+     * others into partials added in block order: the same additions in the
+     * same order whatever the thread count, so dw does not depend on it. */
+    int64_t nblocks = p.N < DW_BLOCKS ? p.N : DW_BLOCKS;
+    float **parts = calloc((size_t)nblocks, sizeof *parts);
     if (!parts) {
         free(wf);
         return gl_error(GL_ENOMEM, "%s: out of memory", op);
     }
-#pragma omp parallel if (par) num_threads(nthreads)
+#pragma omp parallel if (par)
     {
-        int t = omp_get_thread_num();
         float *col = malloc(ncol * sizeof *col), *dcol = malloc(ndcol * sizeof *dcol);
-        float *dwp = dw && t > 0 ? calloc(nw, sizeof *dwp) : dw;
-        if (!col || !dcol || (dw && !dwp)) {
+        if (!col || !dcol) {
 #pragma omp atomic write
             oom = true;
         }
-        if (t > 0) parts[t] = dwp;
-#pragma omp barrier
 #pragma omp for schedule(static)
-        for (int64_t n = 0; n < p.N; n++)
-            if (!oom)
-                backward_sample(&p, X + n * p.C * HWin, Wt, wf, GY + n * p.O * HWout, dx ? dx + n * p.C * HWin : NULL,
-                                dwp, col, dcol);
+        for (int64_t b = 0; b < nblocks; b++) {
+            float *dwp = dw && b > 0 ? calloc(nw, sizeof *dwp) : dw;
+            if (dw && !dwp) {
+#pragma omp atomic write
+                oom = true;
+            }
+            if (b > 0) parts[b] = dwp;
+            for (int64_t n = b * p.N / nblocks; n < (b + 1) * p.N / nblocks; n++)
+                if (!oom)
+                    backward_sample(&p, X + n * p.C * HWin, Wt, wf, GY + n * p.O * HWout,
+                                    dx ? dx + n * p.C * HWin : NULL, dwp, col, dcol);
+        }
         free(col);
         free(dcol);
     }
-    for (int t = 1; t < nthreads; t++) {
-        if (parts[t] && !oom)
-            for (size_t k = 0; k < nw; k++) dw[k] += parts[t][k];
-        free(parts[t]);
+    for (int64_t b = 1; b < nblocks; b++) {
+        if (parts[b] && !oom)
+            for (size_t k = 0; k < nw; k++) dw[k] += parts[b][k];
+        free(parts[b]);
     }
     free(parts);
     free(wf);

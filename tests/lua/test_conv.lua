@@ -201,14 +201,15 @@ for _, c in ipairs(ref_cases) do
   end
 end
 
--- Samples split across threads give the same result as one at a time
--- (each sample's gradient is added in thread order; compare to 1e-5): a
--- stride-2 conv2d (dx by col2im), a stride-1 one (dx by the flipped kernel),
--- a conv_transpose2d from 1x1 (no col2im).
+-- Samples split across threads give the same result bit for bit as one
+-- thread (dw is summed over a fixed partition of the samples): a stride-2
+-- conv2d (dx by col2im), a stride-1 one (dx by the flipped kernel), a
+-- conv_transpose2d from 1x1 (no col2im), and 19 samples (uneven blocks).
 for _, c in ipairs {
   {"conv2d stride 2", gl.conv2d, {5, 3, 6, 6}, {4, 3, 3, 3}, {padding = 1, stride = 2}},
   {"conv2d stride 1", gl.conv2d, {5, 3, 6, 6}, {4, 3, 3, 3}, {padding = 1}},
   {"conv_transpose2d from 1x1", gl.conv_transpose2d, {5, 3, 1, 1}, {3, 4, 4, 4}, {}},
+  {"conv2d, 19 samples", gl.conv2d, {19, 2, 5, 5}, {3, 2, 3, 3}, {padding = 1}},
 } do
   local name, op, xs, ws, o = table.unpack(c)
   local x, w = G.input(xs), G.input(ws)
@@ -223,9 +224,9 @@ for _, c in ipairs {
   local y1, gx1, gw1 = run(1)
   local y2, gx2, gw2 = run(2)
   gl.threads(before)
-  T.near(y2, y1, 1e-5, name .. " forward: 2 threads match 1")
-  T.near(gx2, gx1, 1e-5, name .. " grad x: 2 threads match 1")
-  T.near(gw2, gw1, 1e-5, name .. " grad w: 2 threads match 1 (per-thread partials)")
+  T.near(y2, y1, 0, name .. " forward: 2 threads give exactly 1 thread's values")
+  T.near(gx2, gx1, 0, name .. " grad x: 2 threads give exactly 1 thread's values")
+  T.near(gw2, gw1, 0, name .. " grad w: 2 threads give exactly 1 thread's values")
 end
 
 -- Modules: parameter shapes, PyTorch init ranges, state-dict names, forward.
