@@ -6,53 +6,12 @@ local T = require "tap"
 local gl = require "genlab"
 require "genlab.openai"
 
-local PYTHON = "/usr/bin/python3"
+local S = require "servers"
+local PYTHON = S.PYTHON
+local function with_server(cmd, what, body) return S.with_server(T, cmd, what, body) end
 local SECRET = "sk-genlab-test-5ecret"
 
--- Runs cmd in the background with its output in a file, and waits for the
--- URL it prints on its first line. Returns url (nil on failure), pid, log path.
-local function spawn(cmd)
-  local log = os.tmpname()
-  local p = io.popen(("%s > %s 2>&1 & echo $!"):format(cmd, log))
-  local pid = p:read("l")
-  p:close()
-  local t0 = gl.clock()
-  while gl.clock() - t0 < 15 do
-    local f = io.open(log)
-    local line = f and f:read("l")
-    if f then f:close() end
-    if line and line:match("^https?://") then return line, pid, log end
-    if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then break end
-    gl.http.sleep(0.05)
-  end
-  return nil, pid, log
-end
-
--- Runs body(url) while the server started by cmd runs, and stops it even
--- when body raises (which counts as one failure).
-local function with_server(cmd, what, body)
-  local url, pid, log = spawn(cmd)
-  if url then
-    local ok, err = pcall(body, url)
-    if not ok then T.ok(false, what .. ": tests ran to the end", err) end
-  else
-    local f = io.open(log)
-    T.ok(false, what .. " starts", f and f:read("a"))
-    if f then f:close() end
-  end
-  os.execute("kill " .. pid .. " 2>/dev/null")
-  os.remove(log)
-end
-
-local function genlab_binary()
-  local exe = os.getenv("GENLAB")
-  if exe then return exe end
-  local p = io.popen("readlink /proc/$PPID/exe")
-  exe = p:read("l")
-  p:close()
-  return exe
-end
-local EXE = genlab_binary()
+local EXE = S.genlab_binary()
 
 -- Runs a Lua snippet in a child genlab with env set (this process cannot set
 -- its own environment); returns its output lines.
