@@ -34,6 +34,8 @@
 --   min_count samples, and hist[c + 1] = how many samples were assigned class c.
 -- gl.eval.fmnist_classes: the 10 class names, hist's order.
 local gl = require "genlab"
+local options = require "genlab.options"
+local check_opts = options.check
 
 gl.eval = gl.eval or {}
 local E = gl.eval
@@ -42,20 +44,6 @@ E.fmnist_classes = { "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "San
   "Ankle boot" }
 
 local FEATURES = 64
-
-local function check_opts(op, opts, allowed, level)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(op .. ": options must be a table", level + 1) end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      local names = {}
-      for n in pairs(allowed) do names[#names + 1] = n end
-      table.sort(names)
-      error(("%s: unknown option '%s' (known: %s)"):format(op, tostring(k), table.concat(names, ", ")), level + 1)
-    end
-  end
-  return opts
-end
 
 local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
 

@@ -36,43 +36,13 @@
 --     probability that real is more real than fake, and the reverse).
 --   fit{data = loader, steps = ..., ...} (see below)
 local gl = require "genlab"
+local options = require "genlab.options"
+local check_opts = options.check
+local positive_int = options.positive_int
 
 gl.models = gl.models or {}
 
 local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
-
-local function check_opts(op, opts, allowed, level)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(op .. ": options must be a table", level + 1) end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      local names = {}
-      for n in pairs(allowed) do names[#names + 1] = n end
-      table.sort(names)
-      error(("%s: unknown option '%s' (known: %s)"):format(op, tostring(k), table.concat(names, ", ")), level + 1)
-    end
-  end
-  return opts
-end
-
-local function positive_int(op, name, v, default)
-  if v == nil then return default end
-  if math.type(v) ~= "integer" or v < 1 then
-    error(("%s: %s must be a positive integer (got %s)"):format(op, name, tostring(v)), 3)
-  end
-  return v
-end
-
--- Shows a grid in the workbench's Image pane (its global `show`), or prints
--- it as text when show is true outside the workbench.
-local function show_grid(images, title, show)
-  local ws = rawget(_G, "show")
-  if type(ws) == "function" then
-    pcall(ws, images, title)
-  elseif show then
-    gl.display(images, "image")
-  end
-end
 
 local function layers(cfg)
   local n = ({ [28] = 2, [32] = 3, [64] = 4 })[cfg.size]
@@ -261,7 +231,7 @@ function DCGAN:fit(opts)
       if fixed then
         local grid = (self:sample(nil, fixed) + 1) * 0.5
         if opts.dir then gl.image.save(grid, ("%s/step_%d.png"):format(opts.dir, step), { nrow = 8 }) end
-        show_grid(grid, ("%s: samples at step %d"):format(run, step), opts.show)
+        gl.image.preview(grid, ("%s: samples at step %d"):format(run, step), opts.show)
         if opts.on_grid then opts.on_grid(step, grid) end
       end
     end

@@ -175,5 +175,17 @@ function M.show(t, opts)
   print(gl.plot_image(t, o))
 end
 
+-- Shows images in the workbench's Image pane (its global `show`) when there
+-- is one; elsewhere prints them as text when print_elsewhere is true. For
+-- trainers that show samples as they go.
+function M.preview(images, title, print_elsewhere)
+  local ws = rawget(_G, "show")
+  if type(ws) == "function" then
+    pcall(ws, images, title)
+  elseif print_elsewhere then
+    gl.display(images, "image")
+  end
+end
+
 gl.image = M
 return M

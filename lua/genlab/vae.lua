@@ -26,30 +26,11 @@
 --   interpolate(x1, x2, steps) -> [steps, C, H, W]  decode along the line from mu(x1) to mu(x2)
 --   fit{train = loader, test = loader, epochs = 10, ...} -> history   (see fit below)
 local gl = require "genlab"
+local options = require "genlab.options"
+local check_opts = options.check
+local positive_int = options.positive_int
 
 gl.models = gl.models or {}
-
-local function check_opts(op, opts, allowed, level)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(op .. ": options must be a table", level + 1) end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      local names = {}
-      for n in pairs(allowed) do names[#names + 1] = n end
-      table.sort(names)
-      error(("%s: unknown option '%s' (known: %s)"):format(op, tostring(k), table.concat(names, ", ")), level + 1)
-    end
-  end
-  return opts
-end
-
-local function positive_int(op, name, v, default)
-  if v == nil then return default end
-  if math.type(v) ~= "integer" or v < 1 then
-    error(("%s: %s must be a positive integer (got %s)"):format(op, name, tostring(v)), 3)
-  end
-  return v
-end
 
 local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
 
@@ -174,17 +155,6 @@ function VAE:interpolate(x1, x2, steps)
   end)
 end
 
--- Shows a grid in the workbench's Image pane (its global `show`), or prints
--- it as text when show is true outside the workbench.
-local function show_grid(images, title, show)
-  local ws = rawget(_G, "show")
-  if type(ws) == "function" then
-    pcall(ws, images, title)
-  elseif show then
-    gl.display(images, "image")
-  end
-end
-
 local fit_keys = {
   train = true, test = true, epochs = true, lr = true, opt = true, samples = true, dir = true,
   log = true, show = true, run = true, on_epoch = true, max_batches = true,
@@ -254,7 +224,7 @@ function VAE:fit(opts)
         local path = ("%s/sample_%d.png"):format(opts.dir, epoch)
         gl.image.save(grid, path, { nrow = 8 })
       end
-      show_grid(grid, ("%s: samples after epoch %d"):format(run, epoch), opts.show)
+      gl.image.preview(grid, ("%s: samples after epoch %d"):format(run, epoch), opts.show)
     end
     if opts.on_epoch then opts.on_epoch(epoch, train_loss, test_loss, grid) end
   end

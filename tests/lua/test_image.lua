@@ -281,5 +281,19 @@ else
   T.ok(true, "# SKIP " .. OXY .. " not installed (Debian package oxygen-icon-theme)")
 end
 
+-- gl.image.preview: the workbench's `show` when there is one, else nothing
+-- unless asked to print.
+do
+  local shown
+  rawset(_G, "show", function(t, title) shown = { t, title } end)
+  local imgs = gl.zeros(2, 1, 4, 4)
+  gl.image.preview(imgs, "two blanks")
+  T.ok(shown and shown[1] == imgs and shown[2] == "two blanks", "preview hands the images to the workbench's show")
+  rawset(_G, "show", nil)
+  shown = nil
+  local ok = pcall(gl.image.preview, imgs, "nothing")
+  T.ok(ok and shown == nil, "preview without a workbench and not asked to print does nothing")
+end
+
 os.execute("rm -rf " .. tmp)
 T.done()
