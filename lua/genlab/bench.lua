@@ -661,6 +661,67 @@ local function print_gpt_table(sub, info, rows)
   end
 end
 
+-- The interleaved measurement of the subcommands (train-gpt, generate,
+-- images): each model on each thread count for `rounds` rounds, the PyTorch
+-- reference (when script is set and ref_args(m) gives its arguments) and
+-- genlab alternating, each in a fresh process, every side's best kept in
+-- best[model name][side][threads]. A failing reference stops the others.
+-- Returns best, threads, rounds, exe, and the reference's torch and why.
+local function measure_rounds(sub, models, o, script, why, ref_args, unit, fmt)
+  local threads
+  if o.threads then
+    threads = { o.threads }
+  elseif math.tointeger(tonumber(os.getenv("GENLAB_THREADS") or "")) then
+    threads = { gl.threads() }
+  else
+    threads = { 1, 2 }
+  end
+  local exe, why_exe = self_exe()
+  if not exe then
+    io.stderr:write("genlab bench ", sub, ": ", why_exe, "\n")
+    os.exit(1)
+  end
+  local rounds = o.rounds or ((script and not o.quick) and 2 or 1)
+  local torch
+  local best = {}
+  for _, m in ipairs(models) do
+    best[m.name] = { genlab = {}, pytorch = {} }
+    for _, t in ipairs(threads) do
+      local bg, bp = {}, {}
+      best[m.name].genlab[t], best[m.name].pytorch[t] = bg, bp
+      for round = 1, rounds do
+        local line = {}
+        local extra = script and ref_args(m)
+        if extra then
+          local top, res = run_torch(script, o, t, extra)
+          if top then
+            torch = torch or top.torch
+            fold(bp, res[1] or {}, t)
+            line[#line + 1] = ("PyTorch %s %s"):format(num(res[1] and res[1].value, fmt), unit)
+          else
+            script, why = nil, res
+          end
+        end
+        local top, res = run_json_child(("%s bench %s --child --only %s --threads %d%s"):format(
+          shell_quote(exe), sub, shell_quote(m.name), t, o.quick and " --quick" or ""), "genlab bench --child",
+          exe .. " not found")
+        if top then
+          fold(bg, res[1] or {}, t)
+          line[#line + 1] = ("genlab %s %s"):format(num(res[1] and res[1].value, fmt), unit)
+        else
+          bg.error = res
+          line[#line + 1] = "genlab failed: " .. res
+        end
+        if not o.quick then
+          io.stderr:write(("bench %s: %s, %d thread%s, round %d: %s\n"):format(sub, m.name, t, t > 1 and "s" or "",
+                                                                             round, table.concat(line, ", ")))
+        end
+      end
+    end
+  end
+  return best, threads, rounds, exe, torch, why
+end
+
 local function gpt_suite(sub, args)
   local o, err = parse(args, sub)
   if not o or o.help then
@@ -688,58 +749,12 @@ local function gpt_suite(sub, args)
     return
   end
 
-  local threads
-  if o.threads then
-    threads = { o.threads }
-  elseif math.tointeger(tonumber(os.getenv("GENLAB_THREADS") or "")) then
-    threads = { gl.threads() }
-  else
-    threads = { 1, 2 }
-  end
-  local exe, why_exe = self_exe()
-  if not exe then
-    io.stderr:write("genlab bench ", sub, ": ", why_exe, "\n")
-    os.exit(1)
-  end
   local script, why
   if o.reference or (o.reference == nil and not o.quick) then script, why = reference_script() end
-  local rounds = o.rounds or ((script and not o.quick) and 2 or 1)
-  local torch
-  local best = {} -- best[model name][side][threads]
-  for _, m in ipairs(models) do
-    best[m.name] = { genlab = {}, pytorch = {} }
-    for _, t in ipairs(threads) do
-      local bg, bp = {}, {}
-      best[m.name].genlab[t], best[m.name].pytorch[t] = bg, bp
-      for round = 1, rounds do
-        local line = {}
-        if script and m.reference then
-          local top, res = run_torch(script, o, t, " " .. sub .. " --only " .. shell_quote(m.name))
-          if top then
-            torch = torch or top.torch
-            fold(bp, res[1] or {}, t)
-            line[#line + 1] = ("PyTorch %s tokens/s"):format(num(res[1] and res[1].value))
-          else
-            script, why = nil, res
-          end
-        end
-        local top, res = run_json_child(("%s bench %s --child --only %s --threads %d%s"):format(
-          shell_quote(exe), sub, shell_quote(m.name), t, o.quick and " --quick" or ""), "genlab bench --child",
-          exe .. " not found")
-        if top then
-          fold(bg, res[1] or {}, t)
-          line[#line + 1] = ("genlab %s tokens/s"):format(num(res[1] and res[1].value))
-        else
-          bg.error = res
-          line[#line + 1] = "genlab failed: " .. res
-        end
-        if not o.quick then
-          io.stderr:write(("bench %s: %s, %d thread%s, round %d: %s\n"):format(sub, m.name, t, t > 1 and "s" or "",
-                                                                             round, table.concat(line, ", ")))
-        end
-      end
-    end
-  end
+  local best, threads, rounds, exe, torch
+  best, threads, rounds, exe, torch, why = measure_rounds(sub, models, o, script, why, function(m)
+    return m.reference and (" " .. sub .. " --only " .. shell_quote(m.name))
+  end, "tokens/s")
 
   local rows, goals, failed = {}, {}, 0
   local function row(m, t, g, p)
@@ -813,9 +828,8 @@ function M.main(args)
   end
   if args[1] == "images" then -- the same scheme as gpt_suite, with its helpers
     return require("genlab.bench_images").main(table.move(args, 2, #args, 1, {}), {
-      parse = parse, fold = fold, best_of = best_of, run_json_child = run_json_child, shell_quote = shell_quote,
-      python_path = python_path, self_exe = self_exe, peak_rss = peak_rss, json_value = json_value, num = num,
-      usage = usage })
+      parse = parse, best_of = best_of, measure_rounds = measure_rounds, peak_rss = peak_rss,
+      json_value = json_value, num = num, usage = usage })
   end
   local o, err = parse(args)
   if not o or o.help then

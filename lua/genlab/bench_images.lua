@@ -247,61 +247,12 @@ function M.main(args, h)
     return
   end
 
-  local threads
-  if o.threads then
-    threads = { o.threads }
-  elseif math.tointeger(tonumber(os.getenv("GENLAB_THREADS") or "")) then
-    threads = { gl.threads() }
-  else
-    threads = { 1, 2 }
-  end
-  local exe, why_exe = h.self_exe()
-  if not exe then
-    io.stderr:write("genlab bench images: ", why_exe, "\n")
-    os.exit(1)
-  end
   local script, why
   if o.reference or (o.reference == nil and not o.quick) then script, why = script_path() end
-  local rounds = o.rounds or ((script and not o.quick) and 2 or 1)
-  local quick = o.quick and " --quick" or ""
-  local python = h.python_path()
-  local torch
-  local best = {} -- best[model name][side][threads]
-  for _, m in ipairs(models) do
-    best[m.name] = { genlab = {}, pytorch = {} }
-    for _, t in ipairs(threads) do
-      local bg, bp = {}, {}
-      best[m.name].genlab[t], best[m.name].pytorch[t] = bg, bp
-      for round = 1, rounds do
-        local line = {}
-        if script then
-          local top, res = h.run_json_child(("%s %s --only %s --threads %d%s"):format(h.shell_quote(python),
-            h.shell_quote(script), m.name, t, quick), python .. " " .. script,
-            python .. " not found (set GENLAB_BENCH_PYTHON)")
-          if top then
-            torch = torch or top.torch
-            h.fold(bp, res[1] or {}, t)
-            line[#line + 1] = ("PyTorch %s images/s"):format(h.num(res[1] and res[1].value, "%.2f"))
-          else
-            script, why = nil, res
-          end
-        end
-        local top, res = h.run_json_child(("%s bench images --child --only %s --threads %d%s"):format(
-          h.shell_quote(exe), m.name, t, quick), "genlab bench --child", exe .. " not found")
-        if top then
-          h.fold(bg, res[1] or {}, t)
-          line[#line + 1] = ("genlab %s images/s"):format(h.num(res[1] and res[1].value, "%.2f"))
-        else
-          bg.error = res
-          line[#line + 1] = "genlab failed: " .. res
-        end
-        if not o.quick then
-          io.stderr:write(("bench images: %s, %d thread%s, round %d: %s\n"):format(m.name, t, t > 1 and "s" or "",
-                                                                                 round, table.concat(line, ", ")))
-        end
-      end
-    end
-  end
+  local best, threads, rounds, exe, torch
+  best, threads, rounds, exe, torch, why = h.measure_rounds("images", models, o, script, why, function(m)
+    return " --only " .. m.name
+  end, "images/s", "%.2f")
 
   local rows, goals, failed = {}, {}, 0
   local function row(m, t, g, p)
