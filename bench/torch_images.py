@@ -45,12 +45,13 @@ missing: {"error": why}, exit status 3.
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "tests", "fixtures")
+sys.path.insert(0, HERE)
+from torch_reference import peak_rss_mib  # noqa: E402  (imports no torch)
 
 UNET = dict(channels=1, size=28, base=32, mults=[1, 2, 2], blocks=1, attn_res=[7], time_dim=128, num_classes=10,
             groups=8, heads=1)
@@ -217,18 +218,6 @@ def bench_ddim(c, timing):
     with torch.no_grad():
         s = timed(lambda: sample(c["steps"]), *timing, warm=lambda: sample(2))
     return model, "%s, %d images x %d steps, guidance 3" % (unet_config_str(c["unet"]), n, c["steps"]), s, n, None
-
-
-def peak_rss_mib():
-    """VmHWM of this process (what bench_images.lua reads), else ru_maxrss."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():

@@ -317,7 +317,7 @@ def make_gpt(c):
 
 
 def peak_rss_mib():
-    """VmHWM of this process (what bench.lua reads), else ru_maxrss."""
+    """VmHWM of this process (what bench.lua and bench_images.lua read), else ru_maxrss."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
