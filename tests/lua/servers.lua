@@ -51,4 +51,27 @@ function S.genlab_binary()
   return exe
 end
 
+-- Whether exe has a `serve` command (genlab built without it says no).
+function S.serve_available(exe)
+  local h = exe and io.popen(exe .. " serve --help 2>&1")
+  local help = h and h:read("a") or ""
+  if h then h:close() end
+  return help:find("chat/completions", 1, true) ~= nil
+end
+
+-- Saves a tiny random char GPT (seed 7) with its tokenizer for `genlab serve
+-- --model`; returns its path and a cleanup function.
+function S.tiny_model()
+  gl.seed(7)
+  local tok = gl.tokenizer.char("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,:!?'\n<>|/_")
+  local model = gl.models.gpt { vocab = tok:vocab_size(), block = 64, n_layer = 1, n_head = 2, n_embd = 16 }
+  local stem = os.tmpname() -- creates the file
+  local path = stem .. ".safetensors"
+  gl.models.save(model, path, { tokenizer = tok })
+  return path, function()
+    os.remove(path)
+    os.remove(stem)
+  end
+end
+
 return S

@@ -129,18 +129,10 @@ end) end
 
 -- The real server: `genlab serve` on a tiny model made here.
 local exe = S.genlab_binary()
-local h = exe and io.popen(exe .. " serve --help 2>&1")
-local help = h and h:read("a") or ""
-if h then h:close() end
-if not help:find("chat/completions", 1, true) then
+if not S.serve_available(exe) then
   T.ok(true, "# SKIP genlab serve is not available")
 else
-  gl.seed(7)
-  local tok = gl.tokenizer.char("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,:!?'\n<>|/_")
-  local model = gl.models.gpt { vocab = tok:vocab_size(), block = 64, n_layer = 1, n_head = 2, n_embd = 16 }
-  local stem = os.tmpname() -- creates the file
-  local path = stem .. ".safetensors"
-  gl.models.save(model, path, { tokenizer = tok })
+  local path, remove_model = S.tiny_model()
   with_server(("%s serve --model %s --name tiny --port 0"):format(exe, path), "genlab serve", function(base)
     local r = gl.http.request { url = base .. "/health", timeout = 10 }
     T.eq(r.status, 200, "serve: /health answers 200")
@@ -159,8 +151,7 @@ else
     r = gl.http.request { url = base .. "/health", timeout = 10 }
     T.eq(r.status, 200, "serve: still serving afterwards")
   end)
-  os.remove(path)
-  os.remove(stem)
+  remove_model()
 end
 
 T.done()

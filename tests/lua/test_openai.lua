@@ -123,18 +123,10 @@ for k, v in pairs(llm) do print("field " .. tostring(k) .. "=" .. tostring(v)) e
 end) end
 
 -- The real server.
-local h = EXE and io.popen(EXE .. " serve --help 2>&1")
-local help = h and h:read("a") or ""
-if h then h:close() end
-if not help:find("chat/completions", 1, true) then
+if not S.serve_available(EXE) then
   T.ok(true, "# SKIP genlab serve is not available")
 else
-  gl.seed(7)
-  local tok = gl.tokenizer.char("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,:!?'\n<>|/_")
-  local model = gl.models.gpt { vocab = tok:vocab_size(), block = 64, n_layer = 1, n_head = 2, n_embd = 16 }
-  local stem = os.tmpname() -- creates the file
-  local path = stem .. ".safetensors"
-  gl.models.save(model, path, { tokenizer = tok })
+  local path, remove_model = S.tiny_model()
   local serve = ("%s serve --model %s --name tiny --port 0"):format(EXE, path)
   with_server(serve, "genlab serve", function(base)
     local llm = gl.llm.openai { base_url = base .. "/v1", model = "tiny", api_key_env = false, timeout = 20 }
@@ -171,8 +163,7 @@ end
     T.ok(text:find("BAD_KEY openai: POST " .. base .. "/v1/chat/completions: HTTP 401", 1, true), "serve: a wrong key gets 401", text)
     T.ok(not text:find(SECRET, 1, true) and not text:find("sk-wrong", 1, true), "serve: keys never in output", text)
   end)
-  os.remove(path)
-  os.remove(stem)
+  remove_model()
 end
 
 T.done()
