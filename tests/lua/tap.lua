@@ -39,6 +39,15 @@ function T.near(got, want, tol, name)
   return report(err <= tol, name .. (" (max abs err %.3g)"):format(err), ("error %.3g exceeds %.3g"):format(err, tol))
 end
 
+-- T.near for two tensors that must also have the same shape; a missing
+-- (nil) tensor is a failure, not an error.
+function T.near_tensor(got, want, tol, name)
+  if got == nil or want == nil then return report(false, name, "missing tensor (nil)") end
+  local gs, ws = table.concat(got:shape(), ","), table.concat(want:shape(), ",")
+  if gs ~= ws then return report(false, name, ("shape [%s], want [%s]"):format(gs, ws)) end
+  return T.near(got, want, tol, name)
+end
+
 -- fn must raise an error whose message contains pattern (plain text).
 function T.raises(fn, pattern, name)
   local okay, msg = pcall(fn)

@@ -18,16 +18,8 @@ end
 
 local F = gl.load("../fixtures/ops.safetensors")
 
-local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
-
 -- Shapes must match exactly; then elementwise max abs error within tol.
-local function near(got, want, tol, name)
-  if got == nil then return T.ok(false, name, "no tensor (nil)") end
-  if shape_str(got) ~= shape_str(want) then
-    return T.ok(false, name, ("shape %s, want %s"):format(shape_str(got), shape_str(want)))
-  end
-  return T.near(got, want, tol, name)
-end
+local near = T.near_tensor
 
 -- Tolerances: the references are exact to f32 rounding, so what remains is
 -- genlab's own f32 rounding. 1e-5 absolute covers values of magnitude up to

@@ -28,17 +28,9 @@ if not (gl.models and gl.models.load) then
   os.exit(0)
 end
 
-local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
-
 -- Shapes must match exactly; then elementwise max abs error within tol
 -- (T.near prints the error in the test name).
-local function near(got, want, tol, name)
-  if got == nil then return T.ok(false, name, "no tensor (nil)") end
-  if shape_str(got) ~= shape_str(want) then
-    return T.ok(false, name, ("shape %s, want %s"):format(shape_str(got), shape_str(want)))
-  end
-  return T.near(got, want, tol, name)
-end
+local near = T.near_tensor
 
 -- The gradient genlab holds for an HF parameter, in HF's storage layout.
 -- genlab's own parameter names and layouts are documented in

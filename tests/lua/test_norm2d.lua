@@ -14,13 +14,7 @@ local TOL = 1e-4
 
 local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
 
-local function near(got, want, name)
-  if got == nil or want == nil then return T.ok(false, name, "missing tensor") end
-  if shape_str(got) ~= shape_str(want) then
-    return T.ok(false, name, ("shape %s, want %s"):format(shape_str(got), shape_str(want)))
-  end
-  return T.near(got, want, TOL, name)
-end
+local function near(got, want, name) return T.near_tensor(got, want, TOL, name) end
 
 -- Runs fn on the case's inputs (clones, so in-place running stats stay local),
 -- compares the output, the gradients of grads after backward(R), and the

@@ -11,13 +11,7 @@ local F = gl.load("../fixtures/conv.safetensors")
 
 local function shape_str(t) return "[" .. table.concat(t:shape(), ",") .. "]" end
 
-local function near(got, want, tol, name)
-  if got == nil or want == nil then return T.ok(false, name, "missing tensor") end
-  if shape_str(got) ~= shape_str(want) then
-    return T.ok(false, name, ("shape %s, want %s"):format(shape_str(got), shape_str(want)))
-  end
-  return T.near(got, want, tol, name)
-end
+local near = T.near_tensor
 
 -- The fixture's input x through fn, output and gradient compared to 1e-4.
 local function golden(name, fn)
