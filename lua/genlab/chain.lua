@@ -25,6 +25,7 @@
 --     m:add(role, content), m:add_user(text), m:add_ai(text), m:messages()
 --     (a copy, the last max_messages when set), m:clear(), #m (messages kept)
 local gl = require "genlab"
+local options = require "genlab.options"
 local prompt = require "genlab.prompt"
 local ct = require "genlab.chat_template"
 
@@ -32,11 +33,8 @@ local M = {}
 
 local function fail(fmt, ...) error(("chain: " .. fmt):format(...), 3) end
 
-local function check_keys(t, allowed, op)
-  for k in pairs(t) do
-    if not allowed[k] then error(("%s: unknown option '%s'"):format(op, tostring(k)), 3) end
-  end
-end
+-- (a call, not a tail call: the error level counts this frame)
+local function check_keys(t, allowed, op) options.keys(op, t, allowed, 3) end
 
 ---------------------------------------------------------------------------
 -- Memory

@@ -15,6 +15,7 @@
 --   gl.llm.openai{...}: the OpenAI-compatible client (lua/genlab/openai.lua),
 --     loaded the first time it is used.
 local gl = require "genlab"
+local options = require "genlab.options"
 local ct = require "genlab.chat_template"
 local gen = require "genlab.generate"
 
@@ -22,11 +23,8 @@ local M = {}
 
 local function fail(fmt, ...) error(("llm: " .. fmt):format(...), 3) end
 
-local function check_keys(t, allowed, op)
-  for k in pairs(t) do
-    if not allowed[k] then error(("%s: unknown option '%s'"):format(op, tostring(k)), 3) end
-  end
-end
+-- (a call, not a tail call: the error level counts this frame)
+local function check_keys(t, allowed, op) options.keys(op, t, allowed, 3) end
 
 -- The ids of text as the model reads it. genlab tokenizers parse the
 -- template's special tokens (<|im_start|>, <s>) as such; a SentencePiece

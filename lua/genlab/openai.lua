@@ -23,6 +23,7 @@
 -- tokens_in and tokens_out come from the server's usage report; when a
 -- stream has none, tokens_out counts the streamed pieces and tokens_in is nil.
 local gl = require "genlab"
+local options = require "genlab.options"
 
 gl.llm = gl.llm or {}
 
@@ -36,11 +37,8 @@ local ROLES = { system = true, user = true, assistant = true }
 local CHAT_OPTIONS = { max_tokens = true, temperature = true, top_p = true, top_k = true, stop = true, seed = true }
 local MAX_RETRY_AFTER = 30
 
-local function check_keys(op, t, allowed)
-  for k in pairs(t) do
-    if not allowed[k] then error(("%s: unknown option '%s'"):format(op, tostring(k)), 3) end
-  end
-end
+-- (a call, not a tail call: the error level counts this frame)
+local function check_keys(op, t, allowed) options.keys(op, t, allowed, 3) end
 
 local function check_number(op, name, v, lo)
   if type(v) ~= "number" or v ~= v or v < lo then

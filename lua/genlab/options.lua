@@ -1,5 +1,5 @@
--- Checks of option tables and arguments shared by the Lua model files
--- (vae.lua, gan.lua, eval_image.lua). Errors name the operation and are
+-- Checks of option tables and arguments shared by the Lua files (the image
+-- models, prompts, chains, LLM backends). Errors name the operation and are
 -- raised `level` calls above the checker's caller.
 local M = {}
 
@@ -16,6 +16,14 @@ function M.check(op, opts, allowed, level)
     end
   end
   return opts
+end
+
+-- An error for the first key of t not in allowed:
+--   OP: unknown option 'KEY'
+function M.keys(op, t, allowed, level)
+  for k in pairs(t) do
+    if not allowed[k] then error(("%s: unknown option '%s'"):format(op, tostring(k)), level + 1) end
+  end
 end
 
 -- v, or default when v is nil; anything but a positive integer is an error

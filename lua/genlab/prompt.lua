@@ -29,6 +29,7 @@
 -- name them. Values are strings or numbers; partial values may be functions
 -- called at format time.
 local gl = require "genlab"
+local options = require "genlab.options"
 
 local M = {}
 
@@ -36,11 +37,8 @@ local ROLES = { system = "system", user = "user", human = "user", assistant = "a
 
 local function fail(fmt, ...) error(("prompt: " .. fmt):format(...), 3) end
 
-local function check_keys(t, allowed, op)
-  for k in pairs(t) do
-    if not allowed[k] then error(("%s: unknown option '%s'"):format(op, tostring(k)), 3) end
-  end
-end
+-- (a call, not a tail call: the error level counts this frame)
+local function check_keys(t, allowed, op) options.keys(op, t, allowed, 3) end
 
 -- Pieces of a template text: strings and {var = name}; names in order, once each.
 local function parse(text)
