@@ -1,7 +1,8 @@
 /* Binding of the network ops and losses: gl.matmul (also t:matmul), gl.linear,
  * the normalizations, embedding, dropout and the losses. Names and defaults
  * follow torch.nn.functional; id and target tensors hold 0-based values.
- * Also the fused attention (gl.attention) and rotary embeddings (gl.rope). */
+ * Also the fused attention (gl.attention, gl.attention_qkv), the fused
+ * residual dropout (gl.dropout_add) and rotary embeddings (gl.rope). */
 #include <string.h>
 
 #include "lua/binding.h"
@@ -99,6 +100,16 @@ static int l_dropout(lua_State *L)
     return gl_lua_push(L, gl_dropout(x, p, training));
 }
 
+/* dropout_add(x, f [, p=0.5, training=true]): x + dropout(f), fused (the
+ * residual connection of the GPT blocks; backward keeps no mask). */
+static int l_dropout_add(lua_State *L)
+{
+    gl_tensor *x = gl_lua_checktensor(L, 1), *f = gl_lua_checktensor(L, 2);
+    float p = (float)luaL_optnumber(L, 3, 0.5);
+    bool training = lua_isnoneornil(L, 4) ? true : lua_toboolean(L, 4);
+    return gl_lua_push(L, gl_dropout_add(x, f, p, training));
+}
+
 static const char *const ce_opts[] = {"ignore_index", "label_smoothing", "reduction", NULL};
 
 /* cross_entropy(logits, targets [, {ignore_index=-100, label_smoothing=0, reduction="mean"}]) */
@@ -173,6 +184,19 @@ static int l_attention(lua_State *L)
     return gl_lua_push(L, gl_attention(q, k, v, &a));
 }
 
+/* attention_qkv(qkv, n_head [, options as attention]): qkv [B,T,3C] holds
+ * q, k and v side by side (GPT-2's c_attn output) -> [B,T,C], heads merged. */
+static int l_attention_qkv(lua_State *L)
+{
+    gl_tensor *qkv = gl_lua_checktensor(L, 1);
+    lua_Integer n_head = luaL_checkinteger(L, 2);
+    if (n_head < 1) return luaL_error(L, "attention_qkv: n_head must be positive, got %d", (int)n_head);
+    int64_t C3 = qkv->ndim > 0 ? qkv->shape[qkv->ndim - 1] : 0;
+    int64_t HS = C3 % (3 * n_head) == 0 && C3 > 0 ? C3 / (3 * n_head) : 1;
+    gl_attention_opts a = opt_attention(L, 3, "attention_qkv", HS);
+    return gl_lua_push(L, gl_attention_qkv(qkv, n_head, &a));
+}
+
 /* Internal, for tests: the KV-cache decode kernel on tensors.
  * _attention_decode(q [n,NH,HS], k_cache, v_cache [KVH,capacity,HS] [, {scale=, window=, length=capacity}])
  * -> [n,NH,HS]: the n queries are the last n of the first `length` cached positions. */
@@ -218,6 +242,7 @@ static const luaL_Reg functions[] = {
     {"rms_norm", l_rms_norm},
     {"embedding", l_embedding},
     {"dropout", l_dropout},
+    {"dropout_add", l_dropout_add},
     {"cross_entropy", l_cross_entropy},
     {"nll_loss", l_nll_loss},
     {"mse_loss", l_mse_loss},
@@ -226,6 +251,7 @@ static const luaL_Reg functions[] = {
     {"binary_cross_entropy_with_logits", l_bce_logits},
     {"kl_div", l_kl_div},
     {"attention", l_attention},
+    {"attention_qkv", l_attention_qkv},
     {"_attention_decode", l_attention_decode},
     {"rope", l_rope},
     {NULL, NULL},

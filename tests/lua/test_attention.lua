@@ -295,4 +295,39 @@ G.run(T, {
   {"rope offset 5, theta 100", function(x) return gl.rope(x, {offset = 5, theta = 100}) end, {input{3, 6}}},
 })
 
+-- gl.attention_qkv: GPT-2's fused projection [B,T,3C] straight into attention,
+-- against splitting into heads, gl.attention and merging the heads.
+local function split_attention(x, NH, o)
+  local B, Tq, C3 = table.unpack(x:shape())
+  local C = C3 // 3
+  local function heads(i)
+    return x:narrow(3, i * C + 1, C):reshape{B, Tq, NH, C // NH}:transpose(2, 3)
+  end
+  return gl.attention(heads(0), heads(1), heads(2), o):transpose(2, 3):reshape{B, Tq, C}
+end
+for _, case in ipairs{
+  {"attention_qkv, plain loops", {2, 5, 3 * 8}, 2},
+  {"attention_qkv, GEMM blocks", {1, 40, 3 * 16}, 4},
+  {"attention_qkv, window 6, unscaled", {1, 12, 3 * 8}, 2, {window = 6, scale = 1}},
+} do
+  local name, shape, NH, o = table.unpack(case)
+  local x = G.input(shape)
+  local out = gl.attention_qkv(x, NH, o)
+  local R = gl.randn(out:shape())
+  out:backward(R)
+  local got = x.grad
+  x.grad = nil
+  local want = split_attention(x, NH, o)
+  want:backward(R)
+  T.ok(maxdiff(out, want) < 2e-6, name .. ": forward equals split + attention + merge", maxdiff(out, want))
+  T.ok(maxdiff(got, x.grad) < 1e-5, name .. ": dqkv equals the composed reference's", maxdiff(got, x.grad))
+end
+T.raises(function() gl.attention_qkv(gl.zeros{1, 4, 10}, 2) end, "does not split into 3 x 2 heads",
+  "attention_qkv names a last dim that does not split into heads")
+T.raises(function() gl.attention_qkv(gl.zeros{1, 4, 12}, 2, {bogus = 1}) end, "bogus",
+  "attention_qkv rejects unknown options")
+G.run(T, {
+  {"attention_qkv", function(x) return gl.attention_qkv(x, 2) end, {input{1, 4, 12}}},
+})
+
 T.done()

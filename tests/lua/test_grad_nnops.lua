@@ -39,6 +39,9 @@ G.run(T, {
   {"dropout p = 0.4 (reseeded, so the mask repeats)", function(x) gl.seed(7); return gl.dropout(x, 0.4, true) end,
     {input{4, 5}}},
   {"dropout eval mode", function(x) return gl.dropout(x, 0.4, false) end, {input{6}}},
+  {"dropout_add p = 0.3 (reseeded): x and f",
+    function(x, f) gl.seed(7); return gl.dropout_add(x, f, 0.3, true) end, {input{4, 5}, input{4, 5}}},
+  {"dropout_add eval mode", function(x, f) return gl.dropout_add(x, f, 0.3, false) end, {input{6}, input{6}}},
   -- class-index losses
   {"cross_entropy mean", function(x) return gl.cross_entropy(x, targets) end, {input({4, 5}, -2, 2)}},
   {"cross_entropy sum", function(x) return gl.cross_entropy(x, targets, {reduction = "sum"}) end, {input({4, 5}, -2, 2)}},

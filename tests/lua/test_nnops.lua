@@ -188,6 +188,15 @@ T.near(d3, d4, 0, "the mask does not depend on the thread count")
 T.near(d3, d1, 0, "the mask does not depend on the thread count (default threads)")
 T.raises(function() gl.dropout(dx, 1, true) end, "dropout: p must be in [0, 1), got 1", "dropout rejects p = 1")
 T.raises(function() gl.dropout(dx, -0.1, true) end, "p must be in [0, 1)", "dropout rejects negative p")
+do -- dropout_add: the residual x + dropout(f), one mask stream with dropout
+  local f = gl.randn(dx:shape())
+  gl.seed(11); local fused = gl.dropout_add(dx, f, 0.3, true)
+  gl.seed(11); local composed = dx + gl.dropout(f, 0.3, true)
+  T.near(fused, composed, 0, "dropout_add equals x + dropout(f) under the same seed")
+  T.near(gl.dropout_add(dx, f, 0.3, false), dx + f, 0, "dropout_add in eval mode is x + f")
+  T.raises(function() gl.dropout_add(dx, gl.zeros{3}, 0.3, true) end, "dropout_add",
+    "dropout_add rejects operands of different shapes")
+end
 
 -- cross_entropy / nll_loss ------------------------------------------------------------
 for _, C in ipairs{2, 10, 50257} do
