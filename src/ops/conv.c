@@ -159,6 +159,187 @@ SIMD_CLONES static void col2im(const geom *q, const float *restrict col, float *
         }
 }
 
+/* --- stride-1 convolutions without a column matrix ------------------------------- */
+
+/* With AVX2 and FMA, a stride-1 conv2d (and the dx of one, a stride-1
+ * convolution with the flipped kernel) reads a zero-padded copy xp of the
+ * image directly. Each plane of xp is pw zeros, then Hp = H + 2 ph rows of
+ * Wp >= W + pw floats (the top and bottom ph rows zero, the others the
+ * image's row and Wp - W zeros): the zeros after a row are also the left
+ * padding of the next one. Output grid position q = oh Wp + ow then takes tap
+ * (ki, kj) of channel c from xp[c][q + ki dh Wp + kj dw], one offset per tap
+ * for every position. All OH x Wp grid positions are computed (the Wp - OW
+ * junk ones of each row are dropped when the grid is added into y), in tiles
+ * of 4 output channels by up to 24 positions that live in 12 AVX registers,
+ * with the weights packed [O/4][C][taps][4] so that each tap broadcasts 4
+ * contiguous floats. That saves im2col's kh kw copies of the image and BLAS's
+ * packing of them, which cost as much as a third of the products of the
+ * UNet's 7x7 to 28x28 convolutions. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_DIRECT 1
+#endif
+
+#define DIRECT_MAX_TAPS 64
+
+static bool direct_available(void)
+{
+#ifdef HAVE_DIRECT
+    static int have = -1;
+    if (have < 0) have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return have;
+#else
+    return false;
+#endif
+}
+
+/* The layout of xp and of the grid for image geometry q. */
+typedef struct {
+    int64_t Wp, plane, nxp, ld; /* row stride, plane and whole xp in floats, grid row (OH Wp, whole vectors) */
+} dlayout;
+
+static dlayout direct_layout(const geom *q)
+{
+    dlayout l;
+    l.Wp = q->W + q->pw > q->OW ? q->W + q->pw : q->OW;
+    l.plane = q->pw + (q->H + 2 * q->ph) * l.Wp;
+    l.ld = (q->OH * l.Wp + 7) / 8 * 8;
+    /* The junk positions of the last tile read up to ld - OH Wp past the last plane. */
+    l.nxp = q->C * l.plane + l.ld - q->OH * l.Wp;
+    return l;
+}
+
+/* Floats of one call's buffer: xp and the grid of O outputs. */
+static int64_t direct_buf_size(const geom *q, int64_t O)
+{
+    dlayout l = direct_layout(q);
+    return l.nxp + (O + 3) / 4 * 4 * l.ld;
+}
+
+static int64_t direct_pack_size(int64_t O, int64_t C, int64_t taps) { return (O + 3) / 4 * 4 * C * taps; }
+
+/* wp [ceil(O/4)][C][taps][4] from w, whose element (o, c, tap t) lies at
+ * w[o so + c si + t st]; the rows past O are zeros. */
+static void direct_pack(int64_t O, int64_t C, int64_t taps, const float *w, int64_t so, int64_t si, int64_t st,
+                        float *wp)
+{
+    for (int64_t ob = 0; ob < (O + 3) / 4; ob++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t t = 0; t < taps; t++)
+                for (int64_t r = 0; r < 4; r++) {
+                    int64_t o = ob * 4 + r;
+                    *wp++ = o < O ? w[o * so + c * si + t * st] : 0.0f;
+                }
+}
+
+#ifdef HAVE_DIRECT
+#define DIRECT_TARGET __attribute__((target("avx2,fma")))
+
+/* out[r][0 .. 8 NV) (rows ld apart) for the 4 output channels of wb and the
+ * NV vectors of grid positions at x: the sum over channels c and taps t of
+ * wb[c][t][r] x[c plane + off[t] + ...]. */
+DIRECT_TARGET __attribute__((always_inline)) static inline void direct_tile(const float *x, int64_t plane, int64_t C,
+                                                                           const int64_t *off, int64_t taps,
+                                                                           const float *wb, float *out, int64_t ld,
+                                                                           int NV)
+{
+    __m256 acc[4][3];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < C; c++, x += plane)
+        for (int64_t t = 0; t < taps; t++, wb += 4) {
+            const float *xs = x + off[t];
+            __m256 xv[3];
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++) xv[v] = _mm256_loadu_ps(xs + 8 * v);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                __m256 w = _mm256_broadcast_ss(wb + r);
+#pragma GCC unroll 3
+                for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(w, xv[v], acc[r][v]);
+            }
+        }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + r * ld + 8 * v, acc[r][v]);
+}
+
+/* The grid [ceil(O/4) 4, l->ld] of the packed kernel wp over xp. Blocks of
+ * outputs outside, tiles inside: the block's weights stay in L1 while the
+ * image streams through from L2 (the other way round, a tile's rows of 64
+ * channels and a block's weights overflow L1). */
+DIRECT_TARGET static void direct_grid_fill(const geom *q, const dlayout *l, int64_t O, const float *xp,
+                                           const float *wp, float *grid)
+{
+    int64_t taps = q->kh * q->kw, P = q->OH * l->Wp, wstride = q->C * taps * 4, off[DIRECT_MAX_TAPS];
+    for (int64_t ki = 0; ki < q->kh; ki++)
+        for (int64_t kj = 0; kj < q->kw; kj++) off[ki * q->kw + kj] = ki * q->dh * l->Wp + kj * q->dw;
+    for (int64_t ob = 0; ob < (O + 3) / 4; ob++) {
+        const float *wb = wp + ob * wstride;
+        for (int64_t p = 0; p < P;) {
+            int64_t left = (P - p + 7) / 8;
+            int nv = left >= 3 ? 3 : (int)left;
+            float *out = grid + ob * 4 * l->ld + p;
+            if (nv == 3)
+                direct_tile(xp + p, l->plane, q->C, off, taps, wb, out, l->ld, 3);
+            else if (nv == 2)
+                direct_tile(xp + p, l->plane, q->C, off, taps, wb, out, l->ld, 2);
+            else
+                direct_tile(xp + p, l->plane, q->C, off, taps, wb, out, l->ld, 1);
+            p += 8 * nv;
+        }
+    }
+}
+
+/* y [O, OH, OW] = bias (per channel; zeros when NULL) + the stride-1
+ * convolution of img [C, H, W] (geometry q) with the packed kernel wp, or
+ * y += that convolution when add; buf holds direct_buf_size(q, O) floats. */
+DIRECT_TARGET static void direct_conv(const geom *q, int64_t O, const float *img, const float *wp, const float *bias,
+                                      bool add, float *y, float *buf)
+{
+    dlayout l = direct_layout(q);
+    float *xp = buf, *grid = buf + l.nxp;
+    int64_t W = q->W, Wp = l.Wp;
+    for (int64_t c = 0; c < q->C; c++) {
+        float *dst = xp + c * l.plane;
+        const float *src = img + c * q->H * W;
+        int64_t top = q->pw + q->ph * Wp, bottom = top + q->H * Wp;
+        for (int64_t j = 0; j < top; j++) dst[j] = 0.0f;
+        for (int64_t h = 0; h < q->H; h++) {
+            float *row = dst + top + h * Wp;
+#pragma omp simd
+            for (int64_t j = 0; j < W; j++) row[j] = src[h * W + j];
+            for (int64_t j = W; j < Wp; j++) row[j] = 0.0f;
+        }
+        for (int64_t j = bottom; j < l.plane; j++) dst[j] = 0.0f;
+    }
+    for (int64_t j = q->C * l.plane; j < l.nxp; j++) xp[j] = 0.0f;
+    direct_grid_fill(q, &l, O, xp, wp, grid);
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t oh = 0; oh < q->OH; oh++) {
+            float *dst = y + (o * q->OH + oh) * q->OW, b = bias ? bias[o] : 0.0f;
+            const float *src = grid + o * l.ld + oh * Wp;
+            if (add) {
+#pragma omp simd
+                for (int64_t ow = 0; ow < q->OW; ow++) dst[ow] += src[ow];
+            } else {
+#pragma omp simd
+                for (int64_t ow = 0; ow < q->OW; ow++) dst[ow] = src[ow] + b;
+            }
+        }
+}
+#else
+/* Never called: direct_available() is false without the AVX2 kernel. */
+static void direct_conv(const geom *q, int64_t O, const float *img, const float *wp, const float *bias, bool add,
+                        float *y, float *buf)
+{
+    (void)q, (void)O, (void)img, (void)wp, (void)bias, (void)add, (void)y, (void)buf;
+}
+#endif
+
 /* Everything one call needs, forward or backward. For conv2d the image of
  * the columns is x (C = Cg channels); for conv_transpose2d it is y / gy. */
 typedef struct {
@@ -168,6 +349,8 @@ typedef struct {
     bool direct; /* im2col is the identity: the image is its own column matrix */
     bool flip;   /* conv2d stride 1 (not direct): dx is gy convolved with the flipped kernel, ... */
     geom qf;     /* ... gy [Og, OH, OW] against the columns [Og kh kw, H W] of that convolution */
+    bool dk;     /* conv2d forward by direct_conv (stride 1, each sample on one thread) */
+    bool dkf;    /* dx of the flip case by direct_conv */
 } plan;
 
 static const char *op_name(bool transpose) { return transpose ? "conv_transpose2d" : "conv2d"; }
@@ -265,6 +448,12 @@ static gl_status make_plan(bool transpose, const gl_tensor *x, const gl_tensor *
     int64_t fph = a->dilation[0] * (kh - 1) - a->padding[0], fpw = a->dilation[1] * (kw - 1) - a->padding[1];
     p->flip = !transpose && !p->direct && p->q.sh == 1 && p->q.sw == 1 && fph >= 0 && fpw >= 0;
     p->qf = (geom){p->Og, OH, OW, kh, kw, H, W, 1, 1, fph, fpw, a->dilation[0], a->dilation[1]};
+    /* direct_conv runs a sample on one thread: use it where whole samples go
+     * to threads, else leave the threads to the GEMMs. */
+    bool one = gl_threads_get() == 1 || (p->N > 1 && p->N >= gl_threads_get());
+    bool dk = one && kh * kw <= DIRECT_MAX_TAPS && direct_available();
+    p->dk = dk && !transpose && !p->direct && p->q.sh == 1 && p->q.sw == 1;
+    p->dkf = dk && p->flip;
     return GL_OK;
 }
 
@@ -280,12 +469,18 @@ static bool by_sample(const plan *p) { return p->N > 1 && p->N >= gl_threads_get
 
 /* --- forward --------------------------------------------------------------------- */
 
-/* y[n] for one sample (y holds the bias or zeros); col is this thread's [K, L] buffer. */
-static void forward_sample(const plan *p, const float *x, const float *w, float *y, float *col)
+/* y[n] for one sample; col is this thread's [K, L] buffer, or direct_conv's
+ * with the packed kernel wpk when p->dk. y holds the bias or zeros, except
+ * for direct_conv, which writes the bias b itself. */
+static void forward_sample(const plan *p, const float *x, const float *w, const float *wpk, const float *b, float *y,
+                           float *col)
 {
     int64_t K = col_rows(p), L = col_cols(p), HWin = p->H * p->W, HWout = p->OH * p->OW;
     for (int64_t g = 0; g < p->groups; g++) {
-        if (!p->transpose) {
+        if (p->dk) {
+            direct_conv(&p->q, p->Og, x + g * p->Cg * HWin, wpk + g * direct_pack_size(p->Og, p->Cg, p->q.kh * p->q.kw),
+                        b ? b + g * p->Og : NULL, false, y + g * p->Og * HWout, col);
+        } else if (!p->transpose) {
             const float *xg = x + g * p->Cg * HWin, *cols = xg;
             if (!p->direct) {
                 im2col(&p->q, xg, col);
@@ -314,17 +509,28 @@ static gl_tensor *conv(bool transpose, gl_tensor *x, gl_tensor *w, gl_tensor *b,
     plan p;
     if (make_plan(transpose, x, w, b, a, &p) != GL_OK) return NULL;
     int64_t HWout = p.OH * p.OW, shape[4] = {p.N, p.O, p.OH, p.OW};
-    /* Start from the bias or zeros, then add the products. */
-    gl_tensor *y = b ? gl_tensor_empty(GL_F32, 4, shape) : gl_tensor_new(GL_F32, 4, shape);
+    /* Start from the bias or zeros, then add the products (direct_conv writes both at once). */
+    gl_tensor *y = b || p.dk ? gl_tensor_empty(GL_F32, 4, shape) : gl_tensor_new(GL_F32, 4, shape);
     if (!y) return NULL;
     const float *X = gl_tensor_f32(x), *Wt = gl_tensor_f32(w), *B = b ? gl_tensor_f32(b) : NULL;
     float *Y = gl_tensor_f32(y);
-    if (B) {
+    if (B && !p.dk) {
 #pragma omp parallel for if (p.N * p.O * HWout > 65536) schedule(static)
         for (int64_t r = 0; r < p.N * p.O; r++)
             for (int64_t j = 0; j < HWout; j++) Y[r * HWout + j] = B[r % p.O];
     }
     size_t ncol = p.direct ? 1 : (size_t)(col_rows(&p) * col_cols(&p));
+    float *wpk = NULL;
+    if (p.dk) {
+        int64_t taps = p.q.kh * p.q.kw, np = direct_pack_size(p.Og, p.Cg, taps);
+        ncol = (size_t)direct_buf_size(&p.q, p.Og);
+        if (!(wpk = malloc((size_t)(p.groups * np) * sizeof *wpk))) {
+            gl_tensor_release(y);
+            return gl_error_null(GL_ENOMEM, "%s: out of memory for the packed kernel", op);
+        }
+        for (int64_t g = 0; g < p.groups; g++)
+            direct_pack(p.Og, p.Cg, taps, Wt + g * p.Og * p.Cg * taps, p.Cg * taps, taps, 1, wpk + g * np);
+    }
     bool par = by_sample(&p), oom = false;
 #pragma omp parallel if (par)
     {
@@ -335,9 +541,10 @@ static gl_tensor *conv(bool transpose, gl_tensor *x, gl_tensor *w, gl_tensor *b,
         }
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < p.N; n++)
-            if (col) forward_sample(&p, X + n * p.C * p.H * p.W, Wt, Y + n * p.O * HWout, col);
+            if (col) forward_sample(&p, X + n * p.C * p.H * p.W, Wt, wpk, B, Y + n * p.O * HWout, col);
         free(col);
     }
+    free(wpk);
     if (oom) {
         gl_tensor_release(y);
         return gl_error_null(GL_ENOMEM, "%s: out of memory for the column buffer", op);
@@ -384,7 +591,8 @@ static void flip_kernel(const plan *p, const float *w, float *wf)
 
 /* Adds one sample's dx (when dx) and dw (into dwp, when dwp). col and dcol
  * are this thread's buffers: [K, L] and the larger of [K, L] and (flip)
- * [Og kh kw, H W]; wf is the flipped kernel when p->flip. */
+ * [Og kh kw, H W] or direct_conv's; wf is the flipped kernel when p->flip,
+ * packed for direct_conv when p->dkf. */
 static void backward_sample(const plan *p, const float *x, const float *w, const float *wf, const float *gy,
                             float *dx, float *dwp, float *col, float *dcol)
 {
@@ -405,6 +613,9 @@ static void backward_sample(const plan *p, const float *x, const float *w, const
             if (!dxg) continue;
             if (p->direct) {
                 gl_sgemm(true, false, K, L, p->Og, 1.0f, wg, K, gyg, L, 1.0f, dxg, L);
+            } else if (p->dkf) {
+                direct_conv(&p->qf, p->Cg, gyg, wf + g * direct_pack_size(p->Cg, p->Og, p->q.kh * p->q.kw), NULL, true,
+                            dxg, dcol);
             } else if (p->flip) { /* dx[n,g] [Cg, H W] += wf[g] [Cg, KF] @ im2col(gy[n,g]) [KF, H W] */
                 int64_t KF = p->Og * p->q.kh * p->q.kw;
                 im2col(&p->qf, gyg, dcol);
@@ -457,10 +668,21 @@ static gl_status conv_backward(gl_node *nd)
     }
     if (!dx && !dw) return GL_OK;
     size_t ncol = p.direct ? 1 : (size_t)(col_rows(&p) * col_cols(&p)), nw = (size_t)w->numel;
-    size_t ndcol = !dx || p.transpose || p.direct ? 1 : p.flip ? (size_t)(p.Og * p.q.kh * p.q.kw * HWin) : ncol;
-    float *wf = dx && p.flip ? malloc(nw * sizeof *wf) : NULL;
+    size_t ndcol = !dx || p.transpose || p.direct ? 1
+                   : p.dkf                        ? (size_t)direct_buf_size(&p.qf, p.Cg)
+                   : p.flip                       ? (size_t)(p.Og * p.q.kh * p.q.kw * HWin)
+                                                  : ncol;
+    int64_t taps = p.q.kh * p.q.kw, nfp = direct_pack_size(p.Cg, p.Og, taps);
+    size_t nwf = p.dkf ? (size_t)(p.groups * nfp) : nw;
+    float *wf = dx && p.flip ? malloc(nwf * sizeof *wf) : NULL;
     if (dx && p.flip && !wf) return gl_error(GL_ENOMEM, "%s: out of memory", op);
-    if (wf) flip_kernel(&p, Wt, wf);
+    if (wf && p.dkf) { /* output c, input o, tap t of the flipped kernel: w[g Og + o][c][taps - 1 - t] */
+        for (int64_t g = 0; g < p.groups; g++)
+            direct_pack(p.Cg, p.Og, taps, Wt + g * p.Og * p.Cg * taps + taps - 1, taps, p.Cg * taps, -1,
+                        wf + g * nfp);
+    } else if (wf) {
+        flip_kernel(&p, Wt, wf);
+    }
     bool par = by_sample(&p), oom = false;
     /* dw sums over fixed blocks of samples, block 0 into dw itself and the
      * others into partials added in block order: the same additions in the
