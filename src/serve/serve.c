@@ -26,7 +26,7 @@
 
 #include "serve/serve_internal.h"
 
-struct gl_serve_server gl_srv = {.mu = PTHREAD_MUTEX_INITIALIZER, .progress = PTHREAD_COND_INITIALIZER};
+struct gl_serve_server gl_srv = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static const char usage[] =
     "usage: genlab serve --model PATH [FLAGS]\n"

@@ -127,7 +127,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max)
     (void)pos;
     struct gl_serve_job *j = cls;
     pthread_mutex_lock(&gl_srv.mu);
-    while (j->sent == j->out.n && !j->done) pthread_cond_wait(&gl_srv.progress, &gl_srv.mu);
+    while (j->sent == j->out.n && !j->done) pthread_cond_wait(&j->changed, &gl_srv.mu);
     ssize_t n = MHD_CONTENT_READER_END_OF_STREAM;
     if (j->sent < j->out.n) {
         size_t k = j->out.n - j->sent < max ? j->out.n - j->sent : max;
@@ -168,7 +168,7 @@ static void wait_for_job_locked(struct MHD_Connection *c, struct gl_serve_job *j
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += 200 * 1000 * 1000;
         if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
-        if (pthread_cond_timedwait(&gl_srv.progress, &gl_srv.mu, &until) == ETIMEDOUT && !j->cancelled &&
+        if (pthread_cond_timedwait(&j->changed, &gl_srv.mu, &until) == ETIMEDOUT && !j->cancelled &&
             client_gone(c))
             j->cancelled = true;
     }
@@ -216,7 +216,7 @@ static enum MHD_Result answer_job(struct MHD_Connection *c, struct gl_serve_job 
 
 static enum MHD_Result start_job(struct MHD_Connection *c, struct request *q)
 {
-    struct gl_serve_job *j = calloc(1, sizeof *j);
+    struct gl_serve_job *j = gl_serve_job_new();
     if (!j) return respond_error(c, q->ep, 500, "server_error", "out of memory");
     j->ep = q->ep;
     j->doc = cJSON_ParseWithLength(q->body.p ? q->body.p : "", q->body.n);

@@ -29,9 +29,8 @@ struct gl_serve_options {
 struct gl_serve_server {
     struct gl_serve_options o;
     char model_id[256];
-    const char *api_key;     /* never logged */
-    pthread_mutex_t mu;      /* guards the jobs, the queue and the metrics */
-    pthread_cond_t progress; /* broadcast when a job made output or ended */
+    const char *api_key; /* never logged */
+    pthread_mutex_t mu;  /* guards the jobs, the queue and the metrics */
 };
 extern struct gl_serve_server gl_srv;
 
@@ -88,6 +87,7 @@ struct gl_serve_job {
     long created;
     double t_enqueued;
     /* written by the worker, read by the connection; under mu */
+    pthread_cond_t changed;  /* signalled when it made output or ended: wakes its connection only */
     struct gl_serve_buf out; /* SSE bytes when streaming */
     size_t sent;
     bool began, done, cancelled;
@@ -133,7 +133,9 @@ bool gl_serve_jobs_push(struct gl_serve_job *j, bool *stopped);
 void gl_serve_jobs_stop(void);
 /* Closes the Lua state (after stop, or when the worker never started). */
 void gl_serve_jobs_free(void);
-/* Frees a job no queue holds; drops one of a queued job's references. */
+/* A zeroed job (NULL when out of memory); gl_serve_job_free frees one no
+ * queue holds; unref drops one of a queued job's references. */
+struct gl_serve_job *gl_serve_job_new(void);
 void gl_serve_job_free(struct gl_serve_job *j);
 void gl_serve_job_unref_locked(struct gl_serve_job *j);
 /* Requests waiting, and whether one is being generated. */
