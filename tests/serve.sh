@@ -167,6 +167,8 @@ check "SIGINT stops the server cleanly (exit 0)" "test $st -eq 0"
 # the load benchmark, small
 "$GENLAB" bench serve --model "$m" --clients 4 --requests 40 --max-tokens 8 >"$tmp/bench" 2>&1; st=$?
 check "bench serve exits 0 and reports latency, tokens/s, overhead, RSS" "test $st -eq 0 && grep -q '40 ok, 0 failed' $tmp/bench && grep -q 'p50 .* ms, p99 .* ms' $tmp/bench && grep -q 'tokens/s' $tmp/bench && grep -q 'overhead' $tmp/bench && grep -q 'server RSS' $tmp/bench"
+tokens() { sed -n "s/^  $1 .*(\([0-9]*\) tokens in .*/\1/p" "$tmp/bench"; }
+check "bench serve alternates the load with the same generations in-process, and reports both CPU times" "grep -q '40 ok, 0 failed (in 3 rounds' $tmp/bench && test -n \"\$(tokens served)\" && test \"\$(tokens served)\" = \"\$(tokens in-process)\" && grep -q '^  CPU  *server [0-9.]* s during the load, in-process [0-9.]* s' $tmp/bench"
 check "bench serve rejects a bad flag with 2" "\"$GENLAB\" bench serve --clients zero; test \$? -eq 2"
 echo "1..$n"
 exit $fail

@@ -13,9 +13,11 @@
 --   serve.tiny_model(path [, {seed=1234, n_layer=2, n_head=2, n_embd=32, block=64}])
 --     saves a random char GPT whose vocabulary covers printable ASCII and
 --     newline (tests and `genlab bench serve`).
---   serve.bench_local(path, n, max_tokens, prompt_format) -> seconds, tokens
---     the generations of `genlab bench serve` done in this process: request i
---     (1..n) is the user message prompt_format:format(i), seed i, temperature 1.
+--   serve.bench_local(path, max_tokens, prompt_format) -> run
+--     the generations of `genlab bench serve` done in this process:
+--     run(first, last) -> seconds, tokens, cpu_seconds generates requests
+--     first..last, request i being the user message prompt_format:format(i),
+--     seed i, temperature 1.
 local gl = require "genlab"
 local ct = require "genlab.chat_template"
 
@@ -91,15 +93,17 @@ function M.tiny_model(path, opts)
   gl.models.save(model, path, { tokenizer = tok:serialize() })
 end
 
-function M.bench_local(path, n, max_tokens, prompt_format)
+function M.bench_local(path, max_tokens, prompt_format)
   local server = M.load(path)
-  local tokens, t0 = 0, gl.clock()
-  for i = 1, n do
-    local info = server:chat({ { role = "user", content = prompt_format:format(i) } },
-      { max_tokens = max_tokens, temperature = 1, top_p = 1, seed = i, stop = {} }, function() end)
-    tokens = tokens + info.tokens_out
+  return function(first, last)
+    local tokens, t0, c0 = 0, gl.clock(), os.clock()
+    for i = first, last do
+      local info = server:chat({ { role = "user", content = prompt_format:format(i) } },
+        { max_tokens = max_tokens, temperature = 1, top_p = 1, seed = i, stop = {} }, function() end)
+      tokens = tokens + info.tokens_out
+    end
+    return gl.clock() - t0, tokens, os.clock() - c0
   end
-  return gl.clock() - t0, tokens
 end
 
 return M

@@ -1,7 +1,8 @@
 /* genlab bench serve: `genlab serve` under load. A child server on a free
  * loopback port answers REQUESTS chat completions from CLIENTS concurrent
- * libcurl clients (keep-alive connections); then the same generations run in
- * this process, and the difference is the server's overhead. */
+ * libcurl clients (keep-alive connections); the same generations run in this
+ * process too, in turns with the load, and the difference is the server's
+ * overhead, in wall time and in CPU time. */
 #include "serve/serve.h"
 
 #include <cjson/cJSON.h>
@@ -28,8 +29,9 @@ static const char usage[] =
     "Starts `genlab serve` on a free loopback port, sends REQUESTS (200) chat completions from\n"
     "CLIENTS (8) concurrent clients, each asking MAX_TOKENS (32) tokens, and reports p50/p99\n"
     "latency, tokens/s, failures, the server's resident memory before and after, and its\n"
-    "overhead over the same generations done in-process. Without --model it builds a small\n"
-    "random char GPT (4 layers, 128 wide) in a temporary folder.\n";
+    "overhead (wall and CPU time) over the same generations done in-process, in rounds that\n"
+    "alternate with the load. Without --model it builds a small random char GPT (4 layers,\n"
+    "128 wide) in a temporary folder.\n";
 
 /* Each user message; the in-process run formats the same ones. */
 static const char prompt_format[] = "Request %d: tell me a short story about the sea.";
@@ -52,6 +54,22 @@ static long rss_kb(pid_t pid)
         if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
     fclose(f);
     return kb;
+}
+
+/* The CPU seconds (user and system, all threads) pid has used, or -1. */
+static double cpu_s(pid_t pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    bool got = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    const char *p = got ? strrchr(line, ')') : NULL; /* the command name may hold spaces */
+    unsigned long long user, sys;
+    /* after the name: state and 10 more fields, then utime and stime */
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &user, &sys) != 2) return -1;
+    return (double)(user + sys) / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* Starts `genlab serve` and reads its URL (first stdout line). */
@@ -143,26 +161,53 @@ struct load_result {
     double wall, *latency; /* latency[ok] */
 };
 
-/* The load: requests from `clients` concurrent keep-alive clients. */
-static void run_load(const char *base, int clients, int requests, int max_tokens, struct load_result *res)
-{
+/* `clients` keep-alive connections to the server, kept across rounds. */
+struct clients {
+    CURLM *m;
+    struct slot *slots;
+    int n;
+    struct curl_slist *hdr;
     char url[512];
-    snprintf(url, sizeof url, "%s/v1/chat/completions", base);
-    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    CURLM *m = curl_multi_init();
-    struct slot *slots = calloc((size_t)clients, sizeof *slots);
-    int next = 0, running = 0;
-    double t0 = now_s();
-    for (int c = 0; c < clients && next < requests; c++) {
-        slots[c].easy = curl_easy_init();
-        curl_easy_setopt(slots[c].easy, CURLOPT_HTTPHEADER, hdr);
-        launch(m, &slots[c], url, ++next, max_tokens);
+};
+
+static bool clients_open(struct clients *c, const char *base, int n)
+{
+    snprintf(c->url, sizeof c->url, "%s/v1/chat/completions", base);
+    c->hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    c->m = curl_multi_init();
+    c->slots = calloc((size_t)n, sizeof *c->slots);
+    c->n = n;
+    bool ok = c->hdr && c->m && c->slots;
+    for (int i = 0; ok && i < n; i++) {
+        ok = (c->slots[i].easy = curl_easy_init()) != NULL;
+        if (ok) curl_easy_setopt(c->slots[i].easy, CURLOPT_HTTPHEADER, c->hdr);
     }
-    do {
-        curl_multi_perform(m, &running);
+    return ok;
+}
+
+static void clients_close(struct clients *c)
+{
+    for (int i = 0; c->slots && i < c->n; i++) {
+        if (c->slots[i].easy) curl_easy_cleanup(c->slots[i].easy);
+        free(c->slots[i].resp);
+    }
+    free(c->slots);
+    if (c->m) curl_multi_cleanup(c->m);
+    curl_slist_free_all(c->hdr);
+}
+
+/* Requests first..last (their numbers pick prompts and seeds) from all the
+ * clients at once, into res. */
+static void run_load(struct clients *c, int first, int last, int max_tokens, struct load_result *res)
+{
+    int next = first, done = 0, running = 0;
+    double t0 = now_s();
+    for (int i = 0; i < c->n && next <= last; i++) launch(c->m, &c->slots[i], c->url, next++, max_tokens);
+    while (done < next - first) {
+        curl_multi_perform(c->m, &running);
         CURLMsg *msg;
         int left;
-        while ((msg = curl_multi_info_read(m, &left))) {
+        while ((msg = curl_multi_info_read(c->m, &left))) {
             if (msg->msg != CURLMSG_DONE) continue;
             struct slot *s;
             curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
@@ -180,19 +225,13 @@ static void run_load(const char *base, int clients, int requests, int max_tokens
                             curl_easy_strerror(msg->data.result), code, s->resp ? s->resp : "");
             }
             cJSON_Delete(doc);
-            curl_multi_remove_handle(m, s->easy);
-            if (next < requests) launch(m, s, url, ++next, max_tokens);
+            curl_multi_remove_handle(c->m, s->easy);
+            done++;
+            if (next <= last) launch(c->m, s, c->url, next++, max_tokens);
         }
-        if (running || next < requests) curl_multi_poll(m, NULL, 0, 1000, NULL);
-    } while (running || res->ok + res->failed < next);
-    res->wall = now_s() - t0;
-    for (int c = 0; c < clients; c++) {
-        if (slots[c].easy) curl_easy_cleanup(slots[c].easy);
-        free(slots[c].resp);
+        if (done < next - first) curl_multi_poll(c->m, NULL, 0, 1000, NULL);
     }
-    free(slots);
-    curl_multi_cleanup(m);
-    curl_slist_free_all(hdr);
+    res->wall += now_s() - t0;
 }
 
 /* A value from the server's /metrics, or -1. */
@@ -215,6 +254,47 @@ static double metric(const char *base, const char *name)
     free(s.resp);
     curl_easy_cleanup(s.easy);
     return v;
+}
+
+/* The in-process side: a Lua state holding serve.bench_local's runner for
+ * the same model, and what its runs added up to. */
+struct local_result {
+    double s, cpu;
+    int64_t tokens;
+};
+
+static lua_State *local_open(const char *model, int max_tokens)
+{
+    lua_State *L = gl_runtime_new();
+    if (!L) return NULL;
+    if (luaL_loadstring(L, "return require('genlab.serve').bench_local(...)") == LUA_OK) {
+        lua_pushstring(L, model);
+        lua_pushinteger(L, max_tokens);
+        lua_pushstring(L, prompt_format);
+        if (lua_pcall(L, 3, 1, 0) == LUA_OK) return L; /* the runner stays on the stack */
+    }
+    fprintf(stderr, "genlab bench serve: in-process run: %s\n", lua_tostring(L, -1));
+    lua_close(L);
+    return NULL;
+}
+
+/* Requests first..last in this process, as run_load sends them; false
+ * (said on stderr) when they failed. */
+static bool local_run(lua_State *L, int first, int last, struct local_result *res)
+{
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, first);
+    lua_pushinteger(L, last);
+    if (lua_pcall(L, 2, 3, 0) != LUA_OK) {
+        fprintf(stderr, "genlab bench serve: in-process run: %s\n", lua_tostring(L, -1));
+        lua_settop(L, 1);
+        return false;
+    }
+    res->s += lua_tonumber(L, -3);
+    res->tokens += (int64_t)lua_tointeger(L, -2);
+    res->cpu += lua_tonumber(L, -1);
+    lua_settop(L, 1);
+    return true;
 }
 
 static bool arg_int(const char *flag, const char *v, int lo, int hi, int *out)
@@ -277,66 +357,79 @@ int gl_serve_bench_main(int argc, char **argv)
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
     char url[256];
-    int rc = 1;
-    pid_t pid = start_server(model, max_tokens, clients * 2, url, sizeof url);
-    if (pid < 0) {
+    int rc = 1, status = 0;
+    struct clients cl = {0};
+    struct load_result res = {.latency = calloc((size_t)requests, sizeof(double))};
+    struct local_result local = {0};
+    lua_State *L = local_open(model, max_tokens);
+    pid_t pid = L ? start_server(model, max_tokens, clients * 2, url, sizeof url) : -1;
+    if (L && pid < 0)
         fprintf(stderr, "genlab bench serve: the server did not start (try genlab serve --model %s)\n", model);
+    if (pid < 0) goto done;
+    if (!res.latency || !clients_open(&cl, url, clients)) {
+        fputs("genlab bench serve: cannot set up the clients (out of memory?)\n", stderr);
         goto done;
     }
-    struct load_result warm = {.latency = calloc(8, sizeof(double))};
-    run_load(url, 1, 4, max_tokens, &warm); /* first-touch costs out of the figures */
+    /* First-touch costs out of the figures, on both sides; this also opens
+     * every connection. */
+    struct load_result warm = {.latency = calloc((size_t)clients, sizeof(double))};
+    if (warm.latency) run_load(&cl, 1, clients, max_tokens, &warm);
     free(warm.latency);
+    struct local_result warm_local = {0};
+    bool local_ok = local_run(L, 1, clients, &warm_local);
     long rss0 = rss_kb(pid);
-    double gen0 = metric(url, "genlab_generation_seconds_total");
-    struct load_result res = {.latency = calloc((size_t)requests, sizeof(double))};
-    run_load(url, clients, requests, max_tokens, &res);
+    double gen0 = metric(url, "genlab_generation_seconds_total"), cpu0 = cpu_s(pid);
+    /* The load and the in-process run take turns in rounds, so a shared
+     * machine's changing load falls on both alike; the server idles while
+     * this process generates. */
+    int rounds = requests / (3 * clients) < 1 ? 1 : requests / (3 * clients) > 8 ? 8 : requests / (3 * clients);
+    for (int r = 0; r < rounds && local_ok; r++) {
+        int first = 1 + (int)((int64_t)requests * r / rounds), last = (int)((int64_t)requests * (r + 1) / rounds);
+        run_load(&cl, first, last, max_tokens, &res);
+        local_ok = local_run(L, first, last, &local);
+    }
+    double cpu = cpu_s(pid) - cpu0;
     double gen = metric(url, "genlab_generation_seconds_total") - gen0;
     long rss1 = rss_kb(pid);
     kill(pid, SIGTERM);
-    int status = 0;
     waitpid(pid, &status, 0);
-
-    lua_State *L = gl_runtime_new();
-    double local_s = 0;
-    long long local_tokens = 0;
-    if (L && luaL_loadstring(L, "return require('genlab.serve').bench_local(...)") == LUA_OK) {
-        lua_pushstring(L, model);
-        lua_pushinteger(L, requests);
-        lua_pushinteger(L, max_tokens);
-        lua_pushstring(L, prompt_format);
-        if (lua_pcall(L, 4, 2, 0) == LUA_OK) {
-            local_s = lua_tonumber(L, -2);
-            local_tokens = (long long)lua_tointeger(L, -1);
-        } else {
-            fprintf(stderr, "genlab bench serve: in-process run: %s\n", lua_tostring(L, -1));
-        }
-    }
-    if (L) lua_close(L);
+    pid = -1;
 
     qsort(res.latency, (size_t)res.ok, sizeof(double), cmp_double);
     double p50 = res.ok ? res.latency[(res.ok - 1) / 2] : 0, p99 = res.ok ? res.latency[(res.ok * 99 - 1) / 100] : 0;
     printf("genlab bench serve: %s, %d clients, %d requests of %d tokens (GENLAB_THREADS=%s)\n",
            made ? "small random char GPT (4x128)" : model, clients, requests, max_tokens,
            getenv("GENLAB_THREADS") ? getenv("GENLAB_THREADS") : "default");
-    printf("  requests    %d ok, %d failed\n", res.ok, res.failed);
+    printf("  requests    %d ok, %d failed (in %d rounds, each followed by its in-process run)\n", res.ok, res.failed,
+           rounds);
     printf("  latency     p50 %.1f ms, p99 %.1f ms (queueing included)\n", p50 * 1e3, p99 * 1e3);
     printf("  served      %.1f tokens/s (%lld tokens in %.3f s)\n", res.tokens / res.wall, (long long)res.tokens,
            res.wall);
-    printf("  in-process  %.1f tokens/s (%lld tokens in %.3f s)\n", local_s > 0 ? local_tokens / local_s : 0.0,
-           local_tokens, local_s);
+    printf("  in-process  %.1f tokens/s (%lld tokens in %.3f s)\n", local.s > 0 ? local.tokens / local.s : 0.0,
+           (long long)local.tokens, local.s);
     printf("  overhead    %.1f%% of the server's time over the in-process run (goal < 10%%)\n",
-           res.wall > 0 ? 100 * (res.wall - local_s) / res.wall : 0.0);
+           res.wall > 0 ? 100 * (res.wall - local.s) / res.wall : 0.0);
     /* Measured during the load itself, so a busy machine affects both sides alike. */
-    printf("  model busy  %.1f%% of the server's time (generation %.3f s of %.3f s; the rest is HTTP, JSON,\n"
-           "              templates and waiting for clients)\n",
+    printf("  model busy  %.1f%% of the server's time (generation %.3f s of %.3f s; the rest is each request's\n"
+           "              set-up (template, tokenizer, session), hand-offs and waiting for clients)\n",
            res.wall > 0 ? 100 * gen / res.wall : 0.0, gen, res.wall);
+    /* CPU time leaves out the time others' processes take from a shared
+     * machine; the server's includes its HTTP threads. */
+    printf("  CPU         server %.2f s during the load, in-process %.2f s: overhead %.1f%% of the server's CPU\n",
+           cpu0 >= 0 ? cpu : 0.0, local.cpu, cpu0 >= 0 && cpu > 0 ? 100 * (cpu - local.cpu) / cpu : 0.0);
     printf("  server RSS  %.1f MB before, %.1f MB after (%+.1f MB)\n", rss0 / 1024.0, rss1 / 1024.0,
            (rss1 - rss0) / 1024.0);
     printf("  shutdown    %s\n",
            WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "clean (exit 0 on SIGTERM)" : "NOT clean");
-    rc = res.failed == 0 && local_s > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
-    free(res.latency);
+    rc = res.failed == 0 && local_ok && local.s > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 done:
+    if (pid > 0) {
+        kill(pid, SIGTERM);
+        waitpid(pid, NULL, 0);
+    }
+    clients_close(&cl);
+    free(res.latency);
+    if (L) lua_close(L);
     curl_global_cleanup();
     if (made) {
         unlink(path);
