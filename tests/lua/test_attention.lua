@@ -1,8 +1,8 @@
 -- Fused attention (gl.attention), the KV-cache decode kernel
 -- (gl._attention_decode, internal) and rotary embeddings (gl.rope), against
 -- references composed from matmul, masked_fill and softmax, hand-written Lua
--- loops and finite differences. Shapes with T < 8 take the plain-loop
--- kernel, T >= 8 the GEMM one (row blocks of 32); both are covered.
+-- loops and finite differences. Shapes with T <= 64 take the register-tile
+-- kernel, longer ones the GEMM one (row blocks of 32); both are covered.
 local T = require "tap"
 local G = require "gradcheck"
 local gl = require "genlab"
@@ -64,26 +64,32 @@ local function compare(name, dims, o)
 end
 
 -- dims: B, NH, KVH, T, S, HS
-compare("MHA causal, plain loops", {2, 2, 2, 5, 5, 4})
-compare("MHA causal, GEMM blocks", {2, 2, 2, 40, 40, 8})
+compare("MHA causal, tiles", {2, 2, 2, 5, 5, 4})
+compare("MHA causal, tiles, T=40", {2, 2, 2, 40, 40, 8})
+compare("MHA causal, tiles, T=64 HS=32 (whole tiles)", {2, 2, 2, 64, 64, 32})
 compare("MHA causal T=70 (3 row blocks)", {1, 2, 2, 70, 70, 16})
-compare("GQA NH=4 KVH=2, plain", {2, 4, 2, 6, 6, 4})
-compare("GQA NH=4 KVH=2, GEMM", {2, 4, 2, 36, 36, 8})
-compare("GQA NH=4 KVH=1 (multi-query), plain", {1, 4, 1, 7, 7, 4})
-compare("GQA NH=4 KVH=1 (multi-query), GEMM", {2, 4, 1, 33, 33, 4})
-compare("window 3, plain", {2, 2, 2, 7, 7, 4}, {window = 3})
+compare("GQA NH=4 KVH=2, tiles", {2, 4, 2, 6, 6, 4})
+compare("GQA NH=4 KVH=2, tiles, T=36", {2, 4, 2, 36, 36, 8})
+compare("GQA NH=4 KVH=2, GEMM", {1, 4, 2, 68, 68, 8})
+compare("GQA NH=4 KVH=1 (multi-query), tiles", {1, 4, 1, 7, 7, 4})
+compare("GQA NH=4 KVH=1 (multi-query), tiles, T=33", {2, 4, 1, 33, 33, 4})
+compare("window 3, tiles", {2, 2, 2, 7, 7, 4}, {window = 3})
 compare("window 10, GEMM (keys start after 0)", {1, 2, 2, 70, 70, 8}, {window = 10})
 compare("window 1 (only itself)", {1, 1, 1, 6, 6, 4}, {window = 1})
 compare("unscaled (scale = 1, GPT-Neo)", {2, 2, 2, 6, 6, 8}, {scale = 1})
-compare("GEMM, one short block (T = 8)", {2, 2, 1, 8, 8, 4})
-compare("GEMM, key prefix and window, T = 12", {1, 2, 2, 12, 20, 4}, {window = 6})
-compare("unscaled GEMM + window (GPT-Neo local)", {1, 2, 2, 40, 40, 8}, {scale = 1, window = 16})
-compare("key prefix S > T, plain", {2, 2, 2, 3, 7, 4})
-compare("key prefix S > T, GEMM", {1, 2, 2, 33, 50, 8})
+compare("tiles, T = 8", {2, 2, 1, 8, 8, 4})
+compare("GEMM, one short block (T = 65)", {1, 2, 1, 65, 65, 4})
+compare("tiles, key prefix and window, T = 12", {1, 2, 2, 12, 20, 4}, {window = 6})
+compare("GEMM, key prefix and window, T = 66", {1, 2, 2, 66, 80, 4}, {window = 20})
+compare("unscaled tiles + window (GPT-Neo local)", {1, 2, 2, 40, 40, 8}, {scale = 1, window = 16})
+compare("key prefix S > T, tiles", {2, 2, 2, 3, 7, 4})
+compare("key prefix S > T, tiles, T=33", {1, 2, 2, 33, 50, 8})
+compare("key prefix S > T, GEMM", {1, 2, 2, 65, 90, 8})
 compare("key prefix + window + GQA", {1, 4, 2, 5, 12, 4}, {window = 4})
 compare("one query over a prefix (T = 1)", {2, 2, 1, 1, 9, 4})
 compare("non-causal", {2, 2, 2, 5, 7, 4}, {causal = false})
-compare("non-causal GEMM", {1, 2, 2, 40, 40, 8}, {causal = false})
+compare("non-causal tiles", {1, 2, 2, 40, 40, 8}, {causal = false})
+compare("non-causal GEMM", {1, 2, 2, 70, 70, 8}, {causal = false})
 compare("non-causal + window", {1, 2, 2, 6, 6, 4}, {causal = false, window = 2})
 
 -- Dropout. With HS = S and v = identity the output is the dropped-out
@@ -116,8 +122,9 @@ local function compare_dropout(name, dims, p)
   local e = math.max(maxdiff(gq, q.grad), maxdiff(gk, k.grad), maxdiff(gv, v.grad))
   T.ok(e < 1e-5, ("%s: gradients equal the reference's (max err %.2g)"):format(name, e), e)
 end
-compare_dropout("dropout 0.3, plain", {2, 2, 2, 6, 6}, 0.3)
-compare_dropout("dropout 0.3, GEMM, GQA", {1, 4, 2, 40, 40}, 0.3)
+compare_dropout("dropout 0.3, tiles", {2, 2, 2, 6, 6}, 0.3)
+compare_dropout("dropout 0.3, tiles, GQA", {1, 4, 2, 40, 40}, 0.3)
+compare_dropout("dropout 0.3, GEMM, GQA", {1, 4, 2, 70, 70}, 0.3)
 compare_dropout("dropout 0.5, key prefix", {2, 2, 1, 5, 9}, 0.5)
 
 do
@@ -174,20 +181,21 @@ local function fn(o, seed)
 end
 local input = G.input
 G.run(T, {
-  {"attention MHA causal (plain)", fn(), {input{1, 2, 4, 3}, input{1, 2, 4, 3}, input{1, 2, 4, 3}}},
-  {"attention MHA causal (GEMM, T=33)", fn(), {input{1, 1, 33, 2}, input{1, 1, 33, 2}, input{1, 1, 33, 2}}},
+  {"attention MHA causal (tiles)", fn(), {input{1, 2, 4, 3}, input{1, 2, 4, 3}, input{1, 2, 4, 3}}},
+  {"attention MHA causal (tiles, T=33)", fn(), {input{1, 1, 33, 2}, input{1, 1, 33, 2}, input{1, 1, 33, 2}}},
+  {"attention MHA causal (GEMM, T=65)", fn(), {input{1, 1, 65, 2}, input{1, 1, 65, 2}, input{1, 1, 65, 2}}},
   {"attention GQA NH=4 KVH=2", fn(), {input{1, 4, 3, 2}, input{1, 2, 3, 2}, input{1, 2, 3, 2}}},
   {"attention GQA NH=4 KVH=1", fn(), {input{1, 4, 3, 2}, input{1, 1, 3, 2}, input{1, 1, 3, 2}}},
-  {"attention GQA KVH=1 (GEMM, T=32)", fn(), {input{1, 2, 32, 2}, input{1, 1, 32, 2}, input{1, 1, 32, 2}}},
+  {"attention GQA KVH=1 (tiles, T=32)", fn(), {input{1, 2, 32, 2}, input{1, 1, 32, 2}, input{1, 1, 32, 2}}},
   {"attention window 2", fn{window = 2}, {input{1, 2, 5, 3}, input{1, 2, 5, 3}, input{1, 2, 5, 3}}},
-  {"attention GEMM T=9 window 3 prefix", fn{window = 3}, {input{1, 1, 9, 2}, input{1, 1, 11, 2}, input{1, 1, 11, 2}}},
-  {"attention window 5 (GEMM, T=34)", fn{window = 5}, {input{1, 1, 34, 2}, input{1, 1, 34, 2}, input{1, 1, 34, 2}}},
+  {"attention tiles T=9 window 3 prefix", fn{window = 3}, {input{1, 1, 9, 2}, input{1, 1, 11, 2}, input{1, 1, 11, 2}}},
+  {"attention window 5 (tiles, T=34)", fn{window = 5}, {input{1, 1, 34, 2}, input{1, 1, 34, 2}, input{1, 1, 34, 2}}},
   {"attention unscaled", fn{scale = 1}, {input{1, 2, 4, 3}, input{1, 2, 4, 3}, input{1, 2, 4, 3}}},
   {"attention key prefix S=6 > T=3", fn(), {input{2, 1, 3, 3}, input{2, 1, 6, 3}, input{2, 1, 6, 3}}},
   {"attention non-causal", fn{causal = false}, {input{1, 2, 3, 3}, input{1, 2, 4, 3}, input{1, 2, 4, 3}}},
   {"attention dropout 0.3 (reseeded)", fn({dropout = 0.3, training = true}, 7),
     {input{1, 2, 4, 3}, input{1, 2, 4, 3}, input{1, 2, 4, 3}}},
-  {"attention dropout 0.3 GEMM (reseeded)", fn({dropout = 0.3, training = true}, 7),
+  {"attention dropout 0.3 tiles (reseeded)", fn({dropout = 0.3, training = true}, 7),
     {input{1, 1, 32, 2}, input{1, 1, 32, 2}, input{1, 1, 32, 2}}},
   {"attention only k requires grad", function(k) return gl.attention(gl.ones{1, 2, 3, 2}, k, gl.ones{1, 1, 3, 2}) end,
     {input{1, 1, 3, 2}}},
@@ -306,8 +314,10 @@ local function split_attention(x, NH, o)
   return gl.attention(heads(0), heads(1), heads(2), o):transpose(2, 3):reshape{B, Tq, C}
 end
 for _, case in ipairs{
-  {"attention_qkv, plain loops", {2, 5, 3 * 8}, 2},
-  {"attention_qkv, GEMM blocks", {1, 40, 3 * 16}, 4},
+  {"attention_qkv, tiles", {2, 5, 3 * 8}, 2},
+  {"attention_qkv, tiles, T=40", {1, 40, 3 * 16}, 4},
+  {"attention_qkv, tiles, T=64 HS=32 (whole tiles)", {2, 64, 3 * 64}, 2},
+  {"attention_qkv, GEMM blocks", {1, 70, 3 * 16}, 4},
   {"attention_qkv, window 6, unscaled", {1, 12, 3 * 8}, 2, {window = 6, scale = 1}},
 } do
   local name, shape, NH, o = table.unpack(case)
@@ -321,6 +331,17 @@ for _, case in ipairs{
   want:backward(R)
   T.ok(maxdiff(out, want) < 2e-6, name .. ": forward equals split + attention + merge", maxdiff(out, want))
   T.ok(maxdiff(got, x.grad) < 1e-5, name .. ": dqkv equals the composed reference's", maxdiff(got, x.grad))
+end
+-- A gradient that exists already is added into (the kernels write fresh ones).
+for _, case in ipairs{{"tiles", {2, 16, 3 * 16}, 2}, {"GEMM", {1, 66, 3 * 8}, 2}} do
+  local name, shape, NH = table.unpack(case)
+  local x = G.input(shape)
+  local R = gl.randn{shape[1], shape[2], shape[3] // 3}
+  gl.attention_qkv(x, NH):backward(R)
+  local once = x.grad:clone()
+  gl.attention_qkv(x, NH):backward(R)
+  T.ok(maxdiff(x.grad, once * 2) < 1e-6, "attention_qkv, " .. name .. ": a second backward adds into the gradient",
+    maxdiff(x.grad, once * 2))
 end
 T.raises(function() gl.attention_qkv(gl.zeros{1, 4, 10}, 2) end, "does not split into 3 x 2 heads",
   "attention_qkv names a last dim that does not split into heads")
