@@ -2,7 +2,8 @@
  * op with its forward and backward side by side, as expressions of
  *   x  the input element,   y  the output element,   g  dL/dy,
  *   a, b  the op's scalar arguments (slope, beta/threshold, lo/hi, s/b, p).
- * Backward ADDS g * dy/dx into the input gradient. At kinks the derivative
+ * Backward ADDS g * dy/dx into the input gradient (GELU's y there is
+ * Phi(x), which its forward keeps instead of the output). At kinks the derivative
  * follows PyTorch: relu'(0) = 0, abs'(0) = 0, leaky_relu'(0) = slope,
  * clamp passes g where lo <= x <= hi, pow_scalar with p = 0 has gradient 0.
  * NaN inputs give NaN outputs (relu and clamp included). */
@@ -92,7 +93,14 @@ static ALWAYS_INLINE float sigmoidf(float x)
     return fsel(nan, x, fsel(neg, fsel(big, 0.0f, e * inv), inv));
 }
 
-/* erf(u), and e^(-u^2) in *e (0 from u^2 >= 87 on), within 1.4 ulp of erf over
+/* e^(-u^2), 0 from u^2 >= 87 on. */
+static ALWAYS_INLINE float exp_neg_square(float u)
+{
+    const uint32_t tb = fbits(u * u), lim = fbits(87.0f);
+    return fsel(-(uint32_t)(tb < lim), exp_nonpos(-bitsf(tb < lim ? tb : lim)), 0.0f);
+}
+
+/* erf(u), and e^(-u^2) in *e (exp_neg_square), within 1.4 ulp of erf over
  * all floats (erff: 1 ulp); NaN gives NaN. Coefficients: near-minimax
  * (mpmath.chebyfit) fits of
  *   |u| < 1:  erf(u) = u + u * P1(u^2)
@@ -116,8 +124,7 @@ static ALWAYS_INLINE float erf_and_exp(float u, float *e)
     p = p * t2 + P1[6];
     p = p * t2 + P1[7];
     p = u + u * p;
-    const uint32_t tb = fbits(t2), lim = fbits(87.0f);
-    *e = fsel(-(uint32_t)(tb < lim), exp_nonpos(-bitsf(tb < lim ? tb : lim)), 0.0f);
+    *e = exp_neg_square(u);
     const float t = 1.0f / (1.0f + 0.5f * a);
     float q = P2[0];
     q = q * t + P2[1];
@@ -138,12 +145,12 @@ static ALWAYS_INLINE float gelu_f(float x)
     float e;
     return 0.5f * x * (1.0f + erf_and_exp(x * (float)M_SQRT1_2, &e));
 }
-/* Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi) */
-static ALWAYS_INLINE float gelu_d(float x)
+/* GELU's derivative Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi),
+ * from Phi(x) as the forward computed it (gelu_forward_saving): the
+ * backward then needs no erf, only an exp. */
+static ALWAYS_INLINE float gelu_d(float x, float Phi)
 {
-    float e;
-    const float erf = erf_and_exp(x * (float)M_SQRT1_2, &e);
-    return 0.5f * (1.0f + erf) + x * INV_SQRT_2PI * e;
+    return Phi + x * INV_SQRT_2PI * exp_neg_square(x * (float)M_SQRT1_2);
 }
 
 /* tanh from one expf: several times faster than tanhf, and accurate to a
@@ -210,7 +217,7 @@ static inline float pow_d(float x, float p)
     X(SIGMOID,    "sigmoid",    sigmoidf(x),                   g * y * (1.0f - y))             \
     X(RELU,       "relu",       x < 0 ? 0.0f : x,              x > 0 ? g : 0.0f)               \
     X(LEAKY_RELU, "leaky_relu", x > 0 ? x : x * a,             x > 0 ? g : g * a)              \
-    X(GELU,       "gelu",       gelu_f(x),                     g * gelu_d(x))                  \
+    X(GELU,       "gelu",       gelu_f(x),                     g * gelu_d(x, y))               \
     X(GELU_TANH,  "gelu_tanh",  gelu_tanh_f(x),                g * gelu_tanh_d(x))             \
     X(SILU,       "silu",       x * sigmoidf(x),               g * silu_d(x))                  \
     X(SOFTPLUS,   "softplus",   softplus_f(x, a, b),           g * softplus_d(x, a, b))        \
@@ -244,6 +251,21 @@ SIMD_CLONES static void unary_forward(unary_op op, float *restrict out, const fl
         break;
         UNARY_OPS(X)
 #undef X
+    }
+}
+
+/* GELU's forward when it records: out = x Phi(x) (gelu_f's operations) and
+ * Phi [n], which its backward reads in place of the output. */
+SIMD_CLONES static void gelu_forward_saving(float *restrict out, float *restrict Phi, const float *restrict in,
+                                            int64_t n)
+{
+#pragma omp parallel for simd if (n > PARALLEL_MIN) schedule(static)
+    for (int64_t k = 0; k < n; k++) {
+        const float x = in[k];
+        float e;
+        const float erf = erf_and_exp(x * (float)M_SQRT1_2, &e);
+        out[k] = 0.5f * x * (1.0f + erf);
+        Phi[k] = 0.5f * (1.0f + erf);
     }
 }
 
@@ -294,19 +316,26 @@ static gl_tensor *unary(unary_op op, gl_tensor *x, float a, float b)
     if (x->dtype != GL_F32)
         return gl_error_null(GL_EINVAL, "%s: expected an f32 tensor, got %s (convert with :float())", name,
                              gl_dtype_name(x->dtype));
-    gl_tensor *out = gl_tensor_empty(GL_F32, x->ndim, x->shape);
+    gl_tensor *out = gl_tensor_empty(GL_F32, x->ndim, x->shape), *Phi = NULL; /* Phi: GELU's, for backward */
     if (!out) return NULL;
-    unary_forward(op, gl_tensor_f32(out), gl_tensor_f32(x), x->numel, a, b);
+    if (op == OP_GELU && gl_autograd_needed(1, &x)) {
+        if (!(Phi = gl_tensor_empty(GL_F32, x->ndim, x->shape))) goto fail;
+        gelu_forward_saving(gl_tensor_f32(out), gl_tensor_f32(Phi), gl_tensor_f32(x), x->numel);
+    } else {
+        unary_forward(op, gl_tensor_f32(out), gl_tensor_f32(x), x->numel, a, b);
+    }
     gl_node *nd;
     if (gl_autograd_record(&nd, out, name, unary_backward, 1, &x) != GL_OK) goto fail;
     if (nd) {
         nd->i[0] = op;
         nd->f[0] = a;
         nd->f[1] = b;
-        if (gl_node_save(nd, 0, x) != GL_OK || gl_node_save(nd, 1, out) != GL_OK) goto fail;
+        if (gl_node_save(nd, 0, x) != GL_OK || gl_node_save(nd, 1, Phi ? Phi : out) != GL_OK) goto fail;
     }
+    gl_tensor_release(Phi);
     return out;
 fail:
+    gl_tensor_release(Phi);
     gl_tensor_release(out);
     return NULL;
 }
