@@ -140,12 +140,15 @@ static gl_status residual_grad(gl_node *nd)
 static gl_status dropout_add_backward(gl_node *nd)
 {
     float *df;
-    gl_status st = gl_node_grad(nd, 1, &df);
+    bool fresh; /* a new buffer: written, not added into */
+    gl_status st = gl_node_grad_init(nd, 1, &df, &fresh);
     if (st != GL_OK) return st;
     const float *g = gl_tensor_f32(nd->gout);
     int64_t n = nd->out->numel;
     if (df && nd->i[2])
-        gl_dropout_apply(df, df, g, 0, n, (uint64_t)nd->i[0], (uint32_t)nd->i[1], (float)nd->f[0]);
+        gl_dropout_apply(df, fresh ? NULL : df, g, 0, n, (uint64_t)nd->i[0], (uint32_t)nd->i[1], (float)nd->f[0]);
+    else if (df && fresh)
+        memcpy(df, g, (size_t)n * sizeof *df);
     else if (df)
         add_into(df, g, n);
     return residual_grad(nd); /* last: it may hand gout over to x */

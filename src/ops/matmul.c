@@ -270,8 +270,7 @@ gl_tensor *gl_linear(gl_tensor *x, gl_tensor *w, gl_tensor *b)
     if (b) { /* start from the bias in every row, then let the GEMM add into it */
         const float *B = gl_tensor_f32(b);
 #pragma omp parallel for if (R * out > 65536) schedule(static)
-        for (int64_t r = 0; r < R; r++)
-            for (int64_t j = 0; j < out; j++) Y[r * out + j] = B[j];
+        for (int64_t r = 0; r < R; r++) memcpy(Y + r * out, B, (size_t)out * sizeof *Y);
     }
     gemm(false, true, R, out, in, gl_tensor_f32(x), in, gl_tensor_f32(w), in, b ? 1.0f : 0.0f, Y, out);
     gl_tensor *ins[3] = {x, w, b};

@@ -525,6 +525,24 @@ gl_status gl_optim_load_state_dict(gl_optim *o, const gl_tensor_list *tensors, c
 
 /* --- gradient clipping ---------------------------------------------------------- */
 
+/* Sum of g[i]^2 for i in [i0, i1), in double, in eight interleaved partial
+ * sums: independent chains (one sum would wait on each add's latency),
+ * added in a fixed order. */
+static double sum_squares_range(const float *g, int64_t i0, int64_t i1)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+    int64_t i = i0;
+    for (; i + 8 <= i1; i += 8) {
+        const float *x = g + i;
+        s0 += (double)x[0] * x[0], s1 += (double)x[1] * x[1], s2 += (double)x[2] * x[2], s3 += (double)x[3] * x[3];
+        s4 += (double)x[4] * x[4], s5 += (double)x[5] * x[5], s6 += (double)x[6] * x[6], s7 += (double)x[7] * x[7];
+    }
+    for (; i < i1; i++) s0 += (double)g[i] * g[i];
+    return ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7));
+}
+
+static int64_t chunk_end(int64_t c, int64_t chunk, int64_t n) { return (c + 1) * chunk < n ? (c + 1) * chunk : n; }
+
 /* Sum of g[i]^2 in double, over fixed chunks added in order, so the result
  * does not depend on the thread count. */
 static double sum_squares(const float *g, int64_t n)
@@ -533,17 +551,12 @@ static double sum_squares(const float *g, int64_t n)
     int64_t n_chunks = (n + CHUNK - 1) / CHUNK;
     double small[64], *part = n_chunks <= 64 ? small : malloc((size_t)n_chunks * sizeof *part);
     double s = 0;
-    if (!part) { /* no memory for the partial sums: one serial pass */
-        for (int64_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    if (!part) { /* no memory for the partial sums: the chunks in turn */
+        for (int64_t c = 0; c < n_chunks; c++) s += sum_squares_range(g, c * CHUNK, chunk_end(c, CHUNK, n));
         return s;
     }
 #pragma omp parallel for if (n_chunks > 1)
-    for (int64_t c = 0; c < n_chunks; c++) {
-        double a = 0;
-        int64_t end = (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n;
-        for (int64_t i = c * CHUNK; i < end; i++) a += (double)g[i] * g[i];
-        part[c] = a;
-    }
+    for (int64_t c = 0; c < n_chunks; c++) part[c] = sum_squares_range(g, c * CHUNK, chunk_end(c, CHUNK, n));
     for (int64_t c = 0; c < n_chunks; c++) s += part[c];
     if (part != small) free(part);
     return s;
@@ -582,7 +595,9 @@ gl_status gl_clip_grad_norm(const gl_tensor_list *params, double max_norm, doubl
         const gl_tensor *p = params->items[k].t;
         if (!active(p)) continue;
         float *g = gl_tensor_f32(p->grad);
-        for (int64_t i = 0; i < p->grad->numel; i++) g[i] *= coef;
+        int64_t n = p->grad->numel;
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) g[i] *= coef;
     }
     return GL_OK;
 }
