@@ -5,8 +5,11 @@
  * per-layer K/V caches ([KVH, capacity, HS] per layer, the layout of
  * gl_attention_decode) and the scratch of one chunk of CHUNK tokens, and
  * then runs raw float kernels: gl_sgemm for the projections of several
- * tokens, an AVX2 matrix-vector product (threads over output rows) for one,
- * inline norms and activations, gl_rope_inplace and gl_attention_decode.
+ * tokens, AVX2 matrix-vector products (threads over chunks of output rows)
+ * for one: four far-apart rows at a time on weights streamed from DRAM
+ * (which it asks to be backed by huge pages), four adjacent rows with
+ * software prefetch on weights that stay in cache; inline norms and
+ * activations, gl_rope_inplace and gl_attention_decode.
  * Appending a token costs the projections plus attention over the cached
  * positions; nothing else grows with the length, and nothing is allocated.
  *
@@ -25,8 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <omp.h>
+#include <sys/mman.h>
 
 #include "core/interrupt.h"
 #include "core/threads.h"
@@ -41,10 +43,16 @@
 #define HAVE_AVX2_PATH 1
 #endif
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25 /* Linux 6.1; glibc 2.36's headers lack the name */
+#endif
+
 enum {
     CHUNK = 32,             /* tokens per forward_chunk */
     PAR_MIN_MACS = 1 << 17, /* smaller products run on one thread */
+    PAR_CHUNK_FLOATS = 1 << 14, /* a thread's share of W at a time: at least 64 KB */
     CACHED_BYTES = 16 << 20, /* weights up to this size are taken to stay in cache between tokens */
+    HUGE_PAGE = 2 << 20,
 };
 
 typedef struct {
@@ -55,6 +63,10 @@ typedef struct {
 typedef void (*dot4_fn)(float *y, const float *W, const float *x, int64_t I);
 /* y0[4], y1[4] = the 4 rows of W [4, I] times x0 [I] and x1 [I] */
 typedef void (*dot4x2_fn)(float *y0, float *y1, const float *W, const float *x0, const float *x1, int64_t I);
+/* y (+)= W x + b over nb blocks of 4 rows (rows_stream: over nb rows), see ROWS_FN */
+typedef void (*rows_fn)(float *y, const float *W, const float *x, int64_t I, int64_t nb, const float *b, bool acc);
+typedef void (*rows2_fn)(float *y0, float *y1, const float *W, const float *x0, const float *x1, int64_t I, int64_t nb,
+                         const float *b, bool acc);
 
 typedef struct {
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
@@ -78,6 +90,9 @@ struct gl_gpt_session {
     float *pad;                                /* [4, max(C, F)]: a last block of under 4 rows of W */
     dot4_fn dot4;                              /* the matrix-vector kernel (pick_kernels) */
     dot4x2_fn dot4x2;                          /* and its two-token form */
+    rows_fn rows;                              /* their loops over blocks of rows */
+    rows2_fn rows2;
+    rows_fn rows_stream;                       /* one token on weights from DRAM, rows in any number */
     bool cached;                               /* weights of at most CACHED_BYTES (linear, slide) */
 };
 
@@ -91,7 +106,27 @@ static float dot_plain(const float *a, const float *b, int64_t n)
     return s;
 }
 
+/* y[r] = t[r] + b[r] (b may be NULL), or y[r] += that when acc, r < k: how
+ * linear_rows stores the sums of a block. */
+static inline void put_sums(float *y, const float *t, const float *b, int64_t k, bool acc)
+{
+    for (int64_t r = 0; r < k; r++) {
+        float v = t[r] + (b ? b[r] : 0.0f);
+        y[r] = acc ? y[r] + v : v;
+    }
+}
+
+static inline void put4_plain(float *y, const float *t, const float *b, bool acc) { put_sums(y, t, b, 4, acc); }
+
 #ifdef HAVE_AVX2_PATH
+/* put_sums of 4, as 4-wide vectors: the same additions (a missing bias
+ * adds 0, as there). Scalar, the stores took 5% of a char GPT token. */
+__attribute__((target("avx2,fma"))) static inline void put4_avx2(float *y, const float *t, const float *b, bool acc)
+{
+    __m128 v = _mm_add_ps(_mm_loadu_ps(t), b ? _mm_loadu_ps(b) : _mm_setzero_ps());
+    _mm_storeu_ps(y, acc ? _mm_add_ps(_mm_loadu_ps(y), v) : v);
+}
+
 /* The 4 sums of the vectors s[k] (hadd transposition), in the order dot4_avx2 uses. */
 __attribute__((target("avx2,fma"))) static inline __m128 hsum4(const __m256 *s)
 {
@@ -99,39 +134,74 @@ __attribute__((target("avx2,fma"))) static inline __m128 hsum4(const __m256 *s)
     return _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
 }
 
-/* y[k] = W[k] . x for the 4 rows k of W (stride I), one row after the
- * other, each front to back with four accumulators: from DRAM that keeps
- * the hardware prefetcher on one sequential stream (stories15M's head: 11.8
- * GB/s, against 7.6 for dot4_side, on this machine's kind). */
-__attribute__((target("avx2,fma"))) static void dot4_seq(float *y, const float *W, const float *x, int64_t I)
+/* The sums of rows far apart in W, 4 at a time, for weights streamed from
+ * DRAM. One core here reads one sequential stream at 10.5-12.6 GB/s, and
+ * four streams far apart at once at 15.7-18.7 (each stream keeps its own
+ * hardware prefetcher busy; four rows next to each other count as one).
+ * Every row has the same arithmetic whoever its partners are (two
+ * accumulators over 16 columns at a time, then hsum4 and the scalar tail),
+ * so a row's sum does not depend on the split between threads. */
+__attribute__((target("avx2,fma"))) static void dot_rows4(float *y, const float *const w[4], const float *x,
+                                                         int64_t I)
 {
-    __m256 s[4];
-    int64_t i0 = I - I % 8; /* the columns the vector loops cover */
-    for (int k = 0; k < 4; k++) {
-        const float *w = W + k * I;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-        int64_t i = 0;
-        for (; i + 32 <= I; i += 32) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    __m256 a[4], b[4];
+    for (int k = 0; k < 4; k++) a[k] = b[k] = _mm256_setzero_ps();
+    int64_t i = 0, i0 = I - I % 8; /* the columns the vector loops cover */
+    for (; i + 16 <= I; i += 16) {
+        __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+        for (int k = 0; k < 4; k++) {
+            a[k] = _mm256_fmadd_ps(_mm256_loadu_ps(w[k] + i), x0, a[k]);
+            b[k] = _mm256_fmadd_ps(_mm256_loadu_ps(w[k] + i + 8), x1, b[k]);
         }
-        for (; i < i0; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-        s[k] = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
     }
-    float t[4];
-    _mm_storeu_ps(t, hsum4(s));
-    for (int k = 0; k < 4; k++) {
-        for (int64_t i = i0; i < I; i++) t[k] += W[k * I + i] * x[i];
-        y[k] = t[k];
+    if (i < i0)
+        for (int k = 0; k < 4; k++) a[k] = _mm256_fmadd_ps(_mm256_loadu_ps(w[k] + i), _mm256_loadu_ps(x + i), a[k]);
+    for (int k = 0; k < 4; k++) a[k] = _mm256_add_ps(a[k], b[k]);
+    _mm_storeu_ps(y, hsum4(a));
+    for (int k = 0; k < 4; k++)
+        for (int64_t j = i0; j < I; j++) y[k] += w[k][j] * x[j];
+}
+
+/* rows_stream(y, W, x, I, m, b, acc): put_sums of the m rows of W [m, I]
+ * times x into y [m] (b [m] or NULL), for weights streamed from DRAM: row j
+ * of each quarter of W at once, then the m % 4 rows left one by one (a row
+ * repeated four times). */
+__attribute__((target("avx2,fma"))) static void rows_stream_avx2(float *y, const float *W, const float *x, int64_t I,
+                                                                int64_t m, const float *b, bool acc)
+{
+    int64_t q = m / 4;
+    for (int64_t j = 0; j < q; j++) {
+        const float *w[4];
+        float t[4];
+        for (int k = 0; k < 4; k++) w[k] = W + (k * q + j) * I;
+        dot_rows4(t, w, x, I);
+        for (int k = 0; k < 4; k++) put_sums(y + k * q + j, t + k, b ? b + k * q + j : NULL, 1, acc);
+    }
+    for (int64_t r = 4 * q; r < m; r++) {
+        const float *w[4] = {W + r * I, W + r * I, W + r * I, W + r * I};
+        float t[4];
+        dot_rows4(t, w, x, I);
+        put_sums(y + r, t, b ? b + r : NULL, 1, acc);
     }
 }
 
+/* Prefetches the part of the next block of 4 rows (after W [4, I]) that
+ * matches columns [i, i + 8) of this one: over a block, the whole next
+ * block. From L3, four short row streams at once give the hardware
+ * prefetcher too little to follow (char GPT: dot4_side 72-95 us a token of
+ * weights without, 62-70 with; dot4x2 123-131 without, 74-95 with). A
+ * prefetch past the last block reads whatever follows, and never faults. */
+#define PREFETCH_NEXT_BLOCK(W, I, i)                                \
+    do {                                                           \
+        const char *p_ = (const char *)((W) + 4 * (I)) + 16 * (i); \
+        _mm_prefetch(p_, _MM_HINT_T0);                             \
+        _mm_prefetch(p_ + 64, _MM_HINT_T0);                        \
+    } while (0)
+
 /* y[k] = W[k] . x for the 4 rows k of W (stride I), the rows side by side:
- * x is loaded once for the four. Fastest while W is in cache (the char GPT:
- * 3 MB of weights, ~7% faster than dot4_seq); from DRAM, four streams at
- * once keep the prefetcher from running ahead (35% slower than dot4_seq). */
+ * x is loaded once for the four. For weights in cache (the char GPT: 3 MB
+ * of weights); from DRAM, four rows next to each other are one stream to
+ * the prefetcher (rows_stream_avx2). */
 __attribute__((target("avx2,fma"))) static void dot4_side(float *y, const float *W, const float *x, int64_t I)
 {
     const float *w0 = W, *w1 = W + I, *w2 = W + 2 * I, *w3 = W + 3 * I;
@@ -139,6 +209,7 @@ __attribute__((target("avx2,fma"))) static void dot4_side(float *y, const float 
     int64_t i = 0;
     for (; i + 8 <= I; i += 8) {
         __m256 xv = _mm256_loadu_ps(x + i);
+        PREFETCH_NEXT_BLOCK(W, I, i);
         s[0] = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i), xv, s[0]);
         s[1] = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + i), xv, s[1]);
         s[2] = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + i), xv, s[2]);
@@ -164,6 +235,7 @@ __attribute__((target("avx2,fma"))) static void dot4x2_avx2(float *y0, float *y1
     int64_t i = 0;
     for (; i + 8 <= I; i += 8) {
         __m256 a = _mm256_loadu_ps(x0 + i), b = _mm256_loadu_ps(x1 + i), w;
+        PREFETCH_NEXT_BLOCK(W, I, i);
         w = _mm256_loadu_ps(w0 + i), s[0] = _mm256_fmadd_ps(w, a, s[0]), t[0] = _mm256_fmadd_ps(w, b, t[0]);
         w = _mm256_loadu_ps(w1 + i), s[1] = _mm256_fmadd_ps(w, a, s[1]), t[1] = _mm256_fmadd_ps(w, b, t[1]);
         w = _mm256_loadu_ps(w2 + i), s[2] = _mm256_fmadd_ps(w, a, s[2]), t[2] = _mm256_fmadd_ps(w, b, t[2]);
@@ -190,58 +262,125 @@ static void dot4x2_plain(float *y0, float *y1, const float *W, const float *x0, 
     dot4_plain(y1, W, x1, I);
 }
 
-/* The kernels for weights of the given size: dot4_seq when they stream
- * from DRAM, else dot4_side (and dot4x2 for two tokens). CACHED_BYTES is a
- * constant, not sysconf(_SC_LEVEL3_CACHE_SIZE): in this machine's VM that
- * reports 256 MB for an L3 of 32 MB shared with other guests. */
+/* rows(y, W, x, I, nb, b, acc): put_sums of the nb blocks of 4 rows of W
+ * [4 nb, I] times x into y [4 nb] (b [4 nb] or NULL); rows2 likewise for
+ * two tokens x0, x1 into y0, y1. The loop over blocks lives in each
+ * kernel's own function, where dot4 inlines: through a pointer per block,
+ * the call and the stores took 7% of a char GPT token. */
+#define ROWS_FN(name, attr, dot4, put4)                                                                    \
+    attr static void name(float *y, const float *W, const float *x, int64_t I, int64_t nb, const float *b, \
+                          bool acc)                                                                        \
+    {                                                                                                      \
+        for (int64_t j = 0; j < nb; j++) {                                                                 \
+            float t[4];                                                                                    \
+            dot4(t, W + 4 * j * I, x, I);                                                                  \
+            put4(y + 4 * j, t, b ? b + 4 * j : NULL, acc);                                                 \
+        }                                                                                                  \
+    }
+#define ROWS2_FN(name, attr, dot4x2, put4)                                                                   \
+    attr static void name(float *y0, float *y1, const float *W, const float *x0, const float *x1, int64_t I, \
+                          int64_t nb, const float *b, bool acc)                                              \
+    {                                                                                                        \
+        for (int64_t j = 0; j < nb; j++) {                                                                   \
+            float t[8];                                                                                      \
+            dot4x2(t, t + 4, W + 4 * j * I, x0, x1, I);                                                      \
+            put4(y0 + 4 * j, t, b ? b + 4 * j : NULL, acc);                                                  \
+            put4(y1 + 4 * j, t + 4, b ? b + 4 * j : NULL, acc);                                              \
+        }                                                                                                    \
+    }
+#ifdef HAVE_AVX2_PATH
+ROWS_FN(rows_side, __attribute__((target("avx2,fma"))), dot4_side, put4_avx2)
+ROWS2_FN(rows2_avx2, __attribute__((target("avx2,fma"))), dot4x2_avx2, put4_avx2)
+#endif
+ROWS_FN(rows_plain, , dot4_plain, put4_plain)
+ROWS2_FN(rows2_plain, , dot4x2_plain, put4_plain)
+
+static void rows_stream_plain(float *y, const float *W, const float *x, int64_t I, int64_t m, const float *b, bool acc)
+{
+    for (int64_t r = 0; r < m; r++) {
+        float t = dot_plain(W + r * I, x, I);
+        put_sums(y + r, &t, b ? b + r : NULL, 1, acc);
+    }
+}
+
+/* Weights that stream from DRAM on every token are read faster from huge
+ * pages: the hardware prefetcher stops at page boundaries, and one core
+ * here reads ~10 GB/s from 4 KB pages against ~16 from 2 MB ones. Tensors
+ * of 4 MB and more are mapped for huge pages already (core/storage.c); the
+ * smaller ones (all the layer weights of stories15M) sit in malloc's heap.
+ * MADV_COLLAPSE remaps the 2 MB regions around a weight as huge pages in
+ * place: data and addresses stay, only the page tables change (once: ~1 ms
+ * per MB the first time, nothing after). A hint; errors are ignored (older
+ * kernels, file mappings, a region past the end of the heap). */
+static void collapse_pages(const gl_tensor_list *held)
+{
+    for (int64_t i = 0; i < held->n; i++) {
+        const gl_tensor *t = held->items[i].t;
+        uintptr_t a = (uintptr_t)gl_tensor_data(t), e = a + (uintptr_t)t->numel * sizeof(float);
+        a &= ~(uintptr_t)(HUGE_PAGE - 1);
+        e = (e + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+        madvise((void *)a, e - a, MADV_COLLAPSE);
+    }
+}
+
+/* The kernels: rows_stream for one token on weights streamed from DRAM,
+ * dot4_side and its loop rows_side (and dot4x2, rows2 for two tokens) on
+ * weights of at most CACHED_BYTES. CACHED_BYTES is a constant, not
+ * sysconf(_SC_LEVEL3_CACHE_SIZE): in this machine's VM that reports 256 MB
+ * for an L3 of 32 MB shared with other guests. */
 static void pick_kernels(gl_gpt_session *s, int64_t weight_bytes)
 {
     s->cached = weight_bytes <= CACHED_BYTES;
 #ifdef HAVE_AVX2_PATH
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        s->dot4 = s->cached ? dot4_side : dot4_seq;
+        s->dot4 = dot4_side;
         s->dot4x2 = dot4x2_avx2;
+        s->rows = rows_side;
+        s->rows2 = rows2_avx2;
+        s->rows_stream = rows_stream_avx2;
         return;
     }
 #endif
     s->dot4 = dot4_plain;
     s->dot4x2 = dot4x2_plain;
+    s->rows = rows_plain;
+    s->rows2 = rows2_plain;
+    s->rows_stream = rows_stream_plain;
 }
 
 /* Columns [o0, o1) of y[n, O] (+)= x[n, I] W[O, I]^T + b for n = 1 or 2
- * tokens, in blocks of 4 rows of W. A last block of under 4 rows is copied
- * into pad ([4, I] at least), whose other rows give sums nobody reads. */
+ * tokens, in blocks of 4 rows of W (o0 is a multiple of 4). A last block of
+ * under 4 rows is copied into pad ([4, I] at least), whose other rows give
+ * sums nobody reads. */
 static void linear_rows(const gl_gpt_session *s, float *y, const float *x, lin_w L, int64_t n, int64_t I, int64_t O,
                         bool accumulate, int64_t o0, int64_t o1)
 {
-    for (int64_t o = o0; o < o1; o += 4) {
-        int64_t k = o1 - o < 4 ? o1 - o : 4;
-        const float *W = L.w + o * I;
-        if (k < 4) {
-            memcpy(s->pad, W, (size_t)(k * I) * sizeof(float));
-            W = s->pad;
-        }
-        float t8[8];
-        if (n == 1)
-            s->dot4(t8, W, x, I);
-        else
-            s->dot4x2(t8, t8 + 4, W, x, x + I, I);
-        for (int64_t u = 0; u < n; u++) {
-            float *yt = y + u * O;
-            for (int64_t r = 0; r < k; r++) {
-                float v = t8[4 * u + r] + (L.b ? L.b[o + r] : 0.0f);
-                yt[o + r] = accumulate ? yt[o + r] + v : v;
-            }
-        }
+    int64_t nb = (o1 - o0) / 4, o = o0 + 4 * nb, k = o1 - o;
+    const float *b = L.b ? L.b + o0 : NULL;
+    if (n == 1 && !s->cached) {
+        s->rows_stream(y + o0, L.w + o0 * I, x, I, o1 - o0, b, accumulate);
+        return;
     }
+    if (n == 1)
+        s->rows(y + o0, L.w + o0 * I, x, I, nb, b, accumulate);
+    else
+        s->rows2(y + o0, y + O + o0, L.w + o0 * I, x, x + I, I, nb, b, accumulate);
+    if (k == 0) return;
+    memcpy(s->pad, L.w + o * I, (size_t)(k * I) * sizeof(float));
+    float t8[8];
+    if (n == 1)
+        s->dot4(t8, s->pad, x, I);
+    else
+        s->dot4x2(t8, t8 + 4, s->pad, x, x + I, I);
+    for (int64_t u = 0; u < n; u++) put_sums(y + u * O + o, t8 + 4 * u, L.b ? L.b + o : NULL, k, accumulate);
 }
 
 /* y[n, O] (+)= x[n, I] @ W[O, I]^T + b. Several tokens go to gl_sgemm (the
  * bias written first, then beta = 1: one pass over y less), except two on
  * cached weights (a token and its twin): those share the loads of W in
  * linear_rows. One token is a matrix-vector product, bandwidth-bound.
- * Threads split the blocks of 4 rows, so every sum is the same for any
- * thread count, and one thread never enters
+ * Threads split the rows between whole blocks of 4, so every sum is the
+ * same for any thread count and schedule, and one thread never enters
  * a parallel region (libgomp's team start and end cost a futex call each,
  * ~2% of a char GPT token). */
 static void linear(const gl_gpt_session *s, float *y, const float *x, lin_w L, int64_t n, int64_t I, int64_t O,
@@ -261,13 +400,12 @@ static void linear(const gl_gpt_session *s, float *y, const float *x, lin_w L, i
     }
     int nt = gl_threads_get();
     if (nt > 1 && O * I >= PAR_MIN_MACS) {
-        int64_t blocks = (O + 3) / 4;
-#pragma omp parallel num_threads(nt)
-        {
-            int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
-            int64_t b0 = blocks * t / T, b1 = blocks * (t + 1) / T;
-            linear_rows(s, y, x, L, n, I, O, accumulate, 4 * b0, 4 * b1 < O ? 4 * b1 : O);
-        }
+        /* Threads take chunks of rows as they come: the second core here is
+         * shared, and a fixed split waits for its slower half. */
+        int64_t rows = PAR_CHUNK_FLOATS / I / 4 * 4 + 4, chunks = (O + rows - 1) / rows;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (int64_t c = 0; c < chunks; c++)
+            linear_rows(s, y, x, L, n, I, O, accumulate, c * rows, (c + 1) * rows < O ? (c + 1) * rows : O);
         return;
     }
     linear_rows(s, y, x, L, n, I, O, accumulate, 0, O);
@@ -454,6 +592,7 @@ gl_gpt_session *gl_gpt_session_new(gl_module *m, int64_t capacity)
     int64_t bytes = 0;
     for (int64_t i = 0; i < s->held.n; i++) bytes += s->held.items[i].t->numel * (int64_t)sizeof(float);
     pick_kernels(s, bytes);
+    if (!s->cached) collapse_pages(&s->held);
     return s;
 }
 

@@ -225,4 +225,33 @@ do
   T.eq(max_abs_diff(rows[1], rows[2]), 0, "decode logits are the same bit for bit with 1 and 2 threads")
 end
 
+-- Weights over 16 MB stream from memory through the four-row kernel (rows
+-- far apart read together): odd widths and row counts, GPT-2 and LLaMA, at
+-- 1 and 2 threads, token-by-token decode against the full forward.
+for _, c in ipairs{
+  { arch = "llama", vocab = 41003, block = 24, n_layer = 2, n_head = 2, n_embd = 100, n_hidden = 270 },
+  { vocab = 40003, block = 24, n_layer = 2, n_head = 2, n_embd = 108, dropout = 0 },
+} do
+  gl.seed(7)
+  local m = gl.models.gpt(c)
+  m:eval()
+  local ids = gl.randint(0, c.vocab, { 12 })
+  local ref = m:forward(ids)
+  local list, before, last = ids:tolist(), gl.threads(), {}
+  for _, th in ipairs{ 1, 2 } do
+    gl.threads(th)
+    local s, worst = m:session(), 0
+    for t = 1, #list do
+      last[th] = s:append({ list[t] })
+      worst = math.max(worst, max_abs_diff(last[th], ref:select(1, t)))
+    end
+    s:free()
+    T.ok(worst <= 1e-4, ("streamed decode, %s C %d V %d, %d thread(s): logits equal forward (%.2g)"):format(
+      c.arch or "gpt2", c.n_embd, c.vocab, th, worst))
+  end
+  gl.threads(before)
+  T.eq(max_abs_diff(last[1], last[2]), 0, ("streamed decode, %s: the same bits with 1 and 2 threads"):format(
+    c.arch or "gpt2"))
+end
+
 T.done()
