@@ -43,12 +43,12 @@ local ResBlock = nn.Module {
     self.conv2 = conv3(cout, cout)
     if cin ~= cout then self.skip = nn.Conv2d(cin, cout, 1) end
     self.p = dropout
-    self.cout = cout
   end,
   forward = function(self, x, temb)
-    local h = self.conv1(self.norm1(x):silu())
-    local B = h:shape()[1]
-    h = h + self.temb(temb):reshape { B, self.cout, 1, 1 }
+    -- The time embedding joins conv1's bias as a bias per sample [B, cout]:
+    -- the sum of adding it to conv1's output, without a pass over that.
+    local c1 = self.conv1
+    local h = gl.conv2d(self.norm1(x):silu(), c1.weight, self.temb(temb) + c1.bias, { padding = 1 })
     h = self.norm2(h):silu()
     if self.p > 0 then h = gl.dropout(h, self.p, self:training()) end
     h = self.conv2(h)

@@ -12,9 +12,9 @@
  *
  * Threads: with at least as many samples as threads, each thread takes whole
  * samples (its own column buffer, single-threaded GEMMs); otherwise samples
- * run in turn and the GEMMs use the threads. The weight gradient is summed
- * over a fixed partition of the samples, so no result depends on the thread
- * count.
+ * run in turn and the GEMMs (or the direct kernels' blocks of outputs) use
+ * the threads. The weight gradient is summed over a fixed partition of the
+ * samples, so no result depends on the thread count.
  *
  * Where im2col is the identity (a 1x1 stride-1 unpadded conv2d; a kernel
  * that covers the whole unpadded image, as in the first and last layers of
@@ -174,7 +174,9 @@ SIMD_CLONES static void col2im(const geom *q, const float *restrict col, float *
  * with the weights packed [O/4][C][taps][4] so that each tap broadcasts 4
  * contiguous floats. That saves im2col's kh kw copies of the image and BLAS's
  * packing of them, which cost as much as a third of the products of the
- * UNet's 7x7 to 28x28 convolutions. */
+ * UNet's 7x7 to 28x28 convolutions. The weight gradient (direct_dw) reads
+ * the same padded image against gy laid on the grid, for images whose grid
+ * is large enough. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_DIRECT 1
@@ -223,13 +225,16 @@ static int64_t direct_pack_size(int64_t O, int64_t C, int64_t taps) { return (O 
 static void direct_pack(int64_t O, int64_t C, int64_t taps, const float *w, int64_t so, int64_t si, int64_t st,
                         float *wp)
 {
-    for (int64_t ob = 0; ob < (O + 3) / 4; ob++)
+#pragma omp parallel for if (O * C * taps > 65536) schedule(static)
+    for (int64_t ob = 0; ob < (O + 3) / 4; ob++) {
+        float *dst = wp + ob * C * taps * 4;
         for (int64_t c = 0; c < C; c++)
             for (int64_t t = 0; t < taps; t++)
                 for (int64_t r = 0; r < 4; r++) {
                     int64_t o = ob * 4 + r;
-                    *wp++ = o < O ? w[o * so + c * si + t * st] : 0.0f;
+                    *dst++ = o < O ? w[o * so + c * si + t * st] : 0.0f;
                 }
+    }
 }
 
 #ifdef HAVE_DIRECT
@@ -267,16 +272,18 @@ DIRECT_TARGET __attribute__((always_inline)) static inline void direct_tile(cons
         for (int v = 0; v < NV; v++) _mm256_storeu_ps(out + r * ld + 8 * v, acc[r][v]);
 }
 
-/* The grid [ceil(O/4) 4, l->ld] of the packed kernel wp over xp. Blocks of
- * outputs outside, tiles inside: the block's weights stay in L1 while the
- * image streams through from L2 (the other way round, a tile's rows of 64
+/* The grid [ceil(O/4) 4, l->ld] of the packed kernel wp over xp, the
+ * blocks of outputs split among the threads when split. Blocks of outputs
+ * outside, tiles inside: the block's weights stay in L1 while the image
+ * streams through from L2 (the other way round, a tile's rows of 64
  * channels and a block's weights overflow L1). */
 DIRECT_TARGET static void direct_grid_fill(const geom *q, const dlayout *l, int64_t O, const float *xp,
-                                           const float *wp, float *grid)
+                                           const float *wp, float *grid, bool split)
 {
     int64_t taps = q->kh * q->kw, P = q->OH * l->Wp, wstride = q->C * taps * 4, off[DIRECT_MAX_TAPS];
     for (int64_t ki = 0; ki < q->kh; ki++)
         for (int64_t kj = 0; kj < q->kw; kj++) off[ki * q->kw + kj] = ki * q->dh * l->Wp + kj * q->dw;
+#pragma omp parallel for if (split) schedule(static)
     for (int64_t ob = 0; ob < (O + 3) / 4; ob++) {
         const float *wb = wp + ob * wstride;
         for (int64_t p = 0; p < P;) {
@@ -294,17 +301,12 @@ DIRECT_TARGET static void direct_grid_fill(const geom *q, const dlayout *l, int6
     }
 }
 
-/* y [O, OH, OW] = bias (per channel; zeros when NULL) + the stride-1
- * convolution of img [C, H, W] (geometry q) with the packed kernel wp, or
- * y += that convolution when add; buf holds direct_buf_size(q, O) floats. */
-DIRECT_TARGET static void direct_conv(const geom *q, int64_t O, const float *img, const float *wp, const float *bias,
-                                      bool add, float *y, float *buf)
+/* xp [l->nxp] = img [C, H, W] in the padded layout. */
+DIRECT_TARGET static void direct_pad(const geom *q, const dlayout *l, const float *img, float *xp)
 {
-    dlayout l = direct_layout(q);
-    float *xp = buf, *grid = buf + l.nxp;
-    int64_t W = q->W, Wp = l.Wp;
+    int64_t W = q->W, Wp = l->Wp;
     for (int64_t c = 0; c < q->C; c++) {
-        float *dst = xp + c * l.plane;
+        float *dst = xp + c * l->plane;
         const float *src = img + c * q->H * W;
         int64_t top = q->pw + q->ph * Wp, bottom = top + q->H * Wp;
         for (int64_t j = 0; j < top; j++) dst[j] = 0.0f;
@@ -314,10 +316,23 @@ DIRECT_TARGET static void direct_conv(const geom *q, int64_t O, const float *img
             for (int64_t j = 0; j < W; j++) row[j] = src[h * W + j];
             for (int64_t j = W; j < Wp; j++) row[j] = 0.0f;
         }
-        for (int64_t j = bottom; j < l.plane; j++) dst[j] = 0.0f;
+        for (int64_t j = bottom; j < l->plane; j++) dst[j] = 0.0f;
     }
-    for (int64_t j = q->C * l.plane; j < l.nxp; j++) xp[j] = 0.0f;
-    direct_grid_fill(q, &l, O, xp, wp, grid);
+    for (int64_t j = q->C * l->plane; j < l->nxp; j++) xp[j] = 0.0f;
+}
+
+/* y [O, OH, OW] = bias (per channel; zeros when NULL) + the stride-1
+ * convolution of img [C, H, W] (geometry q) with the packed kernel wp, or
+ * y += that convolution when add; buf holds direct_buf_size(q, O) floats;
+ * split: the threads share the products. */
+DIRECT_TARGET static void direct_conv(const geom *q, int64_t O, const float *img, const float *wp, const float *bias,
+                                      bool add, float *y, float *buf, bool split)
+{
+    dlayout l = direct_layout(q);
+    float *xp = buf, *grid = buf + l.nxp;
+    int64_t Wp = l.Wp;
+    direct_pad(q, &l, img, xp);
+    direct_grid_fill(q, &l, O, xp, wp, grid, split);
     for (int64_t o = 0; o < O; o++)
         for (int64_t oh = 0; oh < q->OH; oh++) {
             float *dst = y + (o * q->OH + oh) * q->OW, b = bias ? bias[o] : 0.0f;
@@ -331,12 +346,95 @@ DIRECT_TARGET static void direct_conv(const geom *q, int64_t O, const float *img
             }
         }
 }
-#else
-/* Never called: direct_available() is false without the AVX2 kernel. */
-static void direct_conv(const geom *q, int64_t O, const float *img, const float *wp, const float *bias, bool add,
-                        float *y, float *buf)
+
+DIRECT_TARGET static inline float hsum(__m256 v)
 {
-    (void)q, (void)O, (void)img, (void)wp, (void)bias, (void)add, (void)y, (void)buf;
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* dw[r][j] (rows K apart, r < rows) += the sum over the ld grid positions q
+ * of g[r][q] x[q + off[j]], for the 4 rows of g (ld apart) and NT taps. */
+DIRECT_TARGET __attribute__((always_inline)) static inline void direct_dw_tile(const float *g, int64_t ld,
+                                                                              const float *x, const int64_t *off,
+                                                                              float *dw, int64_t K, int64_t rows,
+                                                                              int NT)
+{
+    __m256 acc[4][3];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NT; j++) acc[r][j] = _mm256_setzero_ps();
+    for (int64_t q = 0; q < ld; q += 8) {
+        __m256 xv[3];
+#pragma GCC unroll 3
+        for (int j = 0; j < NT; j++) xv[j] = _mm256_loadu_ps(x + q + off[j]);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            __m256 gv = _mm256_loadu_ps(g + r * ld + q);
+#pragma GCC unroll 3
+            for (int j = 0; j < NT; j++) acc[r][j] = _mm256_fmadd_ps(gv, xv[j], acc[r][j]);
+        }
+    }
+    for (int64_t r = 0; r < rows; r++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NT; j++) dw[r * K + j] += hsum(acc[r][j]);
+}
+
+/* dw [O, C taps] += the weight gradient of the stride-1 convolution of img
+ * [C, H, W] (geometry q) that gave gy [O, OH, OW]: dw[o][c][t] = the sum over
+ * grid positions q of gy[o][q] xp[c][q + off[t]], with gy laid on the grid
+ * (zeros at the junk positions); buf holds direct_buf_size(q, O) floats;
+ * split: the threads share the blocks of outputs. */
+DIRECT_TARGET static void direct_dw(const geom *q, int64_t O, const float *img, const float *gy, float *dw,
+                                    float *buf, bool split)
+{
+    dlayout l = direct_layout(q);
+    float *xp = buf, *gg = buf + l.nxp;
+    int64_t taps = q->kh * q->kw, K = q->C * taps, OB = (O + 3) / 4, off[DIRECT_MAX_TAPS];
+    direct_pad(q, &l, img, xp);
+    for (int64_t o = 0; o < OB * 4; o++) {
+        float *row = gg + o * l.ld;
+        int64_t j = 0;
+        for (int64_t oh = 0; o < O && oh < q->OH; oh++) {
+            const float *src = gy + (o * q->OH + oh) * q->OW;
+#pragma omp simd
+            for (int64_t ow = 0; ow < q->OW; ow++) row[j + ow] = src[ow];
+            for (j += q->OW; j < (oh + 1) * l.Wp; j++) row[j] = 0.0f;
+        }
+        for (; j < l.ld; j++) row[j] = 0.0f;
+    }
+    for (int64_t ki = 0; ki < q->kh; ki++)
+        for (int64_t kj = 0; kj < q->kw; kj++) off[ki * q->kw + kj] = ki * q->dh * l.Wp + kj * q->dw;
+#pragma omp parallel for if (split) schedule(static)
+    for (int64_t ob = 0; ob < OB; ob++) {
+        const float *g = gg + ob * 4 * l.ld;
+        int64_t rows = O - ob * 4 < 4 ? O - ob * 4 : 4;
+        for (int64_t c = 0; c < q->C; c++)
+            for (int64_t t = 0; t < taps; t += 3) {
+                float *d = dw + ob * 4 * K + c * taps + t;
+                const float *x = xp + c * l.plane;
+                if (taps - t >= 3)
+                    direct_dw_tile(g, l.ld, x, off + t, d, K, rows, 3);
+                else if (taps - t == 2)
+                    direct_dw_tile(g, l.ld, x, off + t, d, K, rows, 2);
+                else
+                    direct_dw_tile(g, l.ld, x, off + t, d, K, rows, 1);
+            }
+    }
+}
+#else
+/* Never called: direct_available() is false without the AVX2 kernels. */
+static void direct_conv(const geom *q, int64_t O, const float *img, const float *wp, const float *bias, bool add,
+                        float *y, float *buf, bool split)
+{
+    (void)q, (void)O, (void)img, (void)wp, (void)bias, (void)add, (void)y, (void)buf, (void)split;
+}
+
+static void direct_dw(const geom *q, int64_t O, const float *img, const float *gy, float *dw, float *buf, bool split)
+{
+    (void)q, (void)O, (void)img, (void)gy, (void)dw, (void)buf, (void)split;
 }
 #endif
 
@@ -349,8 +447,10 @@ typedef struct {
     bool direct; /* im2col is the identity: the image is its own column matrix */
     bool flip;   /* conv2d stride 1 (not direct): dx is gy convolved with the flipped kernel, ... */
     geom qf;     /* ... gy [Og, OH, OW] against the columns [Og kh kw, H W] of that convolution */
-    bool dk;     /* conv2d forward by direct_conv (stride 1, each sample on one thread) */
+    bool dk;     /* conv2d forward by direct_conv (stride 1) */
     bool dkf;    /* dx of the flip case by direct_conv */
+    bool dkw;    /* dw by direct_dw */
+    bool split;  /* samples in turn on several threads: the direct kernels share each one */
 } plan;
 
 static const char *op_name(bool transpose) { return transpose ? "conv_transpose2d" : "conv2d"; }
@@ -409,7 +509,7 @@ static gl_status make_plan(bool transpose, const gl_tensor *x, const gl_tensor *
                                 (long long)a->stride[0], (long long)a->stride[1], (long long)a->dilation[0],
                                 (long long)a->dilation[1]);
     }
-    if (b && (b->ndim != 1 || b->shape[0] != O))
+    if (b && !(b->ndim == 1 && b->shape[0] == O) && !(b->ndim == 2 && b->shape[0] == x->shape[0] && b->shape[1] == O))
         return gl_error(GL_EINVAL, "%s: bias %s does not match the %lld output channels of weight %s", op,
                         gl_tensor_shape_str(b, s1, sizeof s1), (long long)O, s2);
     int64_t H = x->shape[2], W = x->shape[3], kh = w->shape[2], kw = w->shape[3], OH, OW;
@@ -448,12 +548,17 @@ static gl_status make_plan(bool transpose, const gl_tensor *x, const gl_tensor *
     int64_t fph = a->dilation[0] * (kh - 1) - a->padding[0], fpw = a->dilation[1] * (kw - 1) - a->padding[1];
     p->flip = !transpose && !p->direct && p->q.sh == 1 && p->q.sw == 1 && fph >= 0 && fpw >= 0;
     p->qf = (geom){p->Og, OH, OW, kh, kw, H, W, 1, 1, fph, fpw, a->dilation[0], a->dilation[1]};
-    /* direct_conv runs a sample on one thread: use it where whole samples go
-     * to threads, else leave the threads to the GEMMs. */
-    bool one = gl_threads_get() == 1 || (p->N > 1 && p->N >= gl_threads_get());
-    bool dk = one && kh * kw <= DIRECT_MAX_TAPS && direct_available();
+    /* The direct kernels run whatever the thread count (on whole samples, or
+     * on one sample's blocks of outputs when the samples are fewer than the
+     * threads), so that the count does not change the results. */
+    bool dk = kh * kw <= DIRECT_MAX_TAPS && direct_available();
+    p->split = gl_threads_get() > 1 && !(p->N > 1 && p->N >= gl_threads_get());
     p->dk = dk && !transpose && !p->direct && p->q.sh == 1 && p->q.sw == 1;
     p->dkf = dk && p->flip;
+    /* direct_dw's 12 horizontal sums per 4 outputs, channel and 3 taps cost
+     * more than BLAS's packing below some 256 grid positions (14x14 and
+     * smaller images: measured 0.76-0.94x the GEMM, 28x28: 1.09-1.26x). */
+    p->dkw = p->dk && direct_layout(&p->q).ld >= 256;
     return GL_OK;
 }
 
@@ -479,7 +584,7 @@ static void forward_sample(const plan *p, const float *x, const float *w, const 
     for (int64_t g = 0; g < p->groups; g++) {
         if (p->dk) {
             direct_conv(&p->q, p->Og, x + g * p->Cg * HWin, wpk + g * direct_pack_size(p->Og, p->Cg, p->q.kh * p->q.kw),
-                        b ? b + g * p->Og : NULL, false, y + g * p->Og * HWout, col);
+                        b ? b + g * p->Og : NULL, false, y + g * p->Og * HWout, col, p->split);
         } else if (!p->transpose) {
             const float *xg = x + g * p->Cg * HWin, *cols = xg;
             if (!p->direct) {
@@ -514,10 +619,11 @@ static gl_tensor *conv(bool transpose, gl_tensor *x, gl_tensor *w, gl_tensor *b,
     if (!y) return NULL;
     const float *X = gl_tensor_f32(x), *Wt = gl_tensor_f32(w), *B = b ? gl_tensor_f32(b) : NULL;
     float *Y = gl_tensor_f32(y);
+    int64_t bstride = b && b->ndim == 2 ? p.O : 0; /* per-sample bias [N, O] */
     if (B && !p.dk) {
 #pragma omp parallel for if (p.N * p.O * HWout > 65536) schedule(static)
         for (int64_t r = 0; r < p.N * p.O; r++)
-            for (int64_t j = 0; j < HWout; j++) Y[r * HWout + j] = B[r % p.O];
+            for (int64_t j = 0; j < HWout; j++) Y[r * HWout + j] = B[bstride ? r : r % p.O];
     }
     size_t ncol = p.direct ? 1 : (size_t)(col_rows(&p) * col_cols(&p));
     float *wpk = NULL;
@@ -541,7 +647,9 @@ static gl_tensor *conv(bool transpose, gl_tensor *x, gl_tensor *w, gl_tensor *b,
         }
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < p.N; n++)
-            if (col) forward_sample(&p, X + n * p.C * p.H * p.W, Wt, wpk, B, Y + n * p.O * HWout, col);
+            if (col)
+                forward_sample(&p, X + n * p.C * p.H * p.W, Wt, wpk, B ? B + n * bstride : NULL, Y + n * p.O * HWout,
+                               col);
         free(col);
     }
     free(wpk);
@@ -556,7 +664,7 @@ static gl_tensor *conv(bool transpose, gl_tensor *x, gl_tensor *w, gl_tensor *b,
         nd->i[0] = transpose;
         nd->i[1] = a->stride[0], nd->i[2] = a->stride[1], nd->i[3] = a->padding[0], nd->i[4] = a->padding[1];
         nd->i[5] = a->dilation[0], nd->i[6] = a->dilation[1], nd->i[7] = a->output_padding[0];
-        nd->i[8] = a->output_padding[1], nd->i[9] = a->groups;
+        nd->i[8] = a->output_padding[1], nd->i[9] = a->groups, nd->i[10] = bstride > 0;
         if (gl_node_save(nd, 0, x) != GL_OK || gl_node_save(nd, 1, w) != GL_OK) goto fail;
     }
     return y;
@@ -590,9 +698,9 @@ static void flip_kernel(const plan *p, const float *w, float *wf)
 }
 
 /* Adds one sample's dx (when dx) and dw (into dwp, when dwp). col and dcol
- * are this thread's buffers: [K, L] and the larger of [K, L] and (flip)
- * [Og kh kw, H W] or direct_conv's; wf is the flipped kernel when p->flip,
- * packed for direct_conv when p->dkf. */
+ * are this thread's buffers: [K, L] (direct_dw's when p->dkw) and the larger
+ * of [K, L] and (flip) [Og kh kw, H W] or direct_conv's; wf is the flipped
+ * kernel when p->flip, packed for direct_conv when p->dkf. */
 static void backward_sample(const plan *p, const float *x, const float *w, const float *wf, const float *gy,
                             float *dx, float *dwp, float *col, float *dcol)
 {
@@ -602,7 +710,9 @@ static void backward_sample(const plan *p, const float *x, const float *w, const
         float *dxg = dx ? dx + g * p->Cg * HWin : NULL;
         if (!p->transpose) {
             const float *wg = w + g * p->Og * K;
-            if (dwp) {
+            if (dwp && p->dkw) {
+                direct_dw(&p->q, p->Og, xg, gyg, dwp + g * p->Og * K, col, p->split);
+            } else if (dwp) {
                 const float *cols = xg;
                 if (!p->direct) {
                     im2col(&p->q, xg, col);
@@ -615,7 +725,7 @@ static void backward_sample(const plan *p, const float *x, const float *w, const
                 gl_sgemm(true, false, K, L, p->Og, 1.0f, wg, K, gyg, L, 1.0f, dxg, L);
             } else if (p->dkf) {
                 direct_conv(&p->qf, p->Cg, gyg, wf + g * direct_pack_size(p->Cg, p->Og, p->q.kh * p->q.kw), NULL, true,
-                            dxg, dcol);
+                            dxg, dcol, p->split);
             } else if (p->flip) { /* dx[n,g] [Cg, H W] += wf[g] [Cg, KF] @ im2col(gy[n,g]) [KF, H W] */
                 int64_t KF = p->Og * p->q.kh * p->q.kw;
                 im2col(&p->qf, gyg, dcol);
@@ -653,7 +763,14 @@ static gl_status conv_backward(gl_node *nd)
         return st;
     const float *X = gl_tensor_f32(x), *Wt = gl_tensor_f32(w), *GY = gl_tensor_f32(nd->gout);
     int64_t HWout = p.OH * p.OW, HWin = p.H * p.W;
-    if (db) {
+    if (db && nd->i[10]) { /* per-sample bias [N, O] */
+#pragma omp parallel for if (p.N * p.O * HWout > 65536) schedule(static)
+        for (int64_t r = 0; r < p.N * p.O; r++) {
+            float t = 0;
+            for (int64_t j = 0; j < HWout; j++) t += GY[r * HWout + j];
+            db[r] += t;
+        }
+    } else if (db) {
 #pragma omp parallel for if (p.N * p.O * HWout > 65536) schedule(static)
         for (int64_t o = 0; o < p.O; o++) {
             double s = 0;
@@ -667,11 +784,12 @@ static gl_status conv_backward(gl_node *nd)
         }
     }
     if (!dx && !dw) return GL_OK;
-    size_t ncol = p.direct ? 1 : (size_t)(col_rows(&p) * col_cols(&p)), nw = (size_t)w->numel;
+    size_t nkl = p.direct ? 1 : (size_t)(col_rows(&p) * col_cols(&p)), nw = (size_t)w->numel;
+    size_t ncol = p.dkw ? (size_t)direct_buf_size(&p.q, p.Og) : nkl;
     size_t ndcol = !dx || p.transpose || p.direct ? 1
                    : p.dkf                        ? (size_t)direct_buf_size(&p.qf, p.Cg)
                    : p.flip                       ? (size_t)(p.Og * p.q.kh * p.q.kw * HWin)
-                                                  : ncol;
+                                                  : nkl;
     int64_t taps = p.q.kh * p.q.kw, nfp = direct_pack_size(p.Cg, p.Og, taps);
     size_t nwf = p.dkf ? (size_t)(p.groups * nfp) : nw;
     float *wf = dx && p.flip ? malloc(nwf * sizeof *wf) : NULL;

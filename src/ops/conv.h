@@ -7,7 +7,9 @@
  *                     OH = (H + 2 ph - dh (kh - 1) - 1) / sh + 1
  *   conv_transpose2d  x [N, C, H, W], w [C, O/g, kh, kw], b [O] or NULL -> [N, O, OH, OW]
  *                     OH = (H - 1) sh - 2 ph + dh (kh - 1) + oph + 1
- * Each pair is (h, w). */
+ * Each pair is (h, w). Beyond torch, b may also be [N, O], a bias per sample
+ * and channel (the UNet adds its time embedding so, saving a broadcast add
+ * over the whole output). */
 #ifndef GL_OPS_CONV_H
 #define GL_OPS_CONV_H
 
