@@ -37,24 +37,13 @@
 #include "core/threads.h"
 #include "ops/matmul.h"
 #include "ops/nnops.h"
+#include "ops/simd.h"
 
 enum {
     TILES_MAX_T = 64, /* up to this many queries the tile kernels (measured: they lose from T = 128, HS = 64) */
     ROW_BLOCK = 32,  /* query rows per GEMM block (16 and 64 measured slower for T = 64..512) */
     DECODE_CHUNK = 256 /* keys per online-softmax chunk in decode */
 };
-
-/* The row-loop kernels are built twice on x86-64, for AVX2 and the SSE2
- * baseline, and the loader picks one (as unary.c's); the helpers they call
- * are inlined into both. No FMA contraction (-std=c11), so both clones give
- * the same bits but for the order of the softmax's sum. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SIMD_CLONES __attribute__((target_clones("avx2", "default")))
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define SIMD_CLONES
-#define ALWAYS_INLINE inline
-#endif
 
 typedef struct {
     int64_t B, NH, KVH, T, S, HS;
@@ -133,43 +122,15 @@ static inline float dot(const float *restrict a, const float *restrict b, int64_
 }
 
 /* y += a * x */
-static ALWAYS_INLINE void axpy(float *restrict y, float a, const float *restrict x, int64_t n)
+static GL_ALWAYS_INLINE void axpy(float *restrict y, float a, const float *restrict x, int64_t n)
 {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-/* e^x for x <= 0 (the softmax's x - max), in a form `omp simd` vectorizes:
- * Cephes' expf (x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for e^r,
- * times 2^n built from the exponent bits); relative error below 1e-7.
- * glibc's expf is a call per element without fast-math. Below -87 (where
- * e^x < 2^-125) it returns 2^-126 instead of a subnormal or 0, which no
- * softmax sum can notice; NaN stays NaN. */
-static ALWAYS_INLINE float exp_le0(float x)
-{
-    /* max(x, -87) as a bit blend: a float select lets GCC thread the constant
-     * branch into control flow that blocks vectorization */
-    union { float f; int32_t i; } ux = {.f = x}, lim = {.f = -87.0f};
-    int32_t below = -(int32_t)(x < -87.0f);
-    ux.i = (ux.i & ~below) | (lim.i & below);
-    x = ux.f;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float y = 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * (r * r) + r + 1.0f;
-    union { int32_t i; float f; } two_n = {.i = ((int32_t)n + 127) << 23};
-    return y * two_n.f;
-}
-
 /* max of p[lo, hi): eight independent chains (an `omp simd` max reduction
  * keeps its partial maxima in memory, a store-forward chain per vector). */
-static ALWAYS_INLINE float row_max(const float *p, int64_t lo, int64_t hi)
+static GL_ALWAYS_INLINE float row_max(const float *p, int64_t lo, int64_t hi)
 {
     float m[8];
     for (int k = 0; k < 8; k++) m[k] = -INFINITY;
@@ -186,13 +147,13 @@ static ALWAYS_INLINE float row_max(const float *p, int64_t lo, int64_t hi)
 
 /* In-place softmax of p[lo, hi). stats, when not NULL, receives the row's
  * maximum and 1/sum, from which probs_row recomputes the same numbers. */
-static ALWAYS_INLINE void softmax_row(float *p, int64_t lo, int64_t hi, float *stats)
+static GL_ALWAYS_INLINE void softmax_row(float *p, int64_t lo, int64_t hi, float *stats)
 {
     float m = row_max(p, lo, hi);
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = lo; j < hi; j++) {
-        float e = exp_le0(p[j] - m);
+        float e = gl_exp_le0(p[j] - m);
         p[j] = e;
         sum += e;
     }
@@ -204,11 +165,11 @@ static ALWAYS_INLINE void softmax_row(float *p, int64_t lo, int64_t hi, float *s
 
 /* Backward's softmax: p[lo, hi) (logits) -> probabilities, from the saved
  * stats, in softmax_row's operations and order (so bit for bit its result). */
-static ALWAYS_INLINE void probs_row(float *p, int64_t lo, int64_t hi, const float *stats)
+static GL_ALWAYS_INLINE void probs_row(float *p, int64_t lo, int64_t hi, const float *stats)
 {
     float m = stats[0], inv = stats[1];
 #pragma omp simd
-    for (int64_t j = lo; j < hi; j++) p[j] = exp_le0(p[j] - m) * inv;
+    for (int64_t j = lo; j < hi; j++) p[j] = gl_exp_le0(p[j] - m) * inv;
 }
 
 static inline void zero(float *p, int64_t lo, int64_t hi)
@@ -320,7 +281,7 @@ static inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * 
 
 /* out[r][v] = (out[r][v] +, when add) the sum over k in [k0, k1) of
  * W[r * wr + k * wk] * Y[k * ly + v], for r < TR, v < TV; out's rows lo apart. */
-static ALWAYS_INLINE void tile(float *restrict out, int64_t lo, const float *restrict W, int64_t wr, int64_t wk,
+static GL_ALWAYS_INLINE void tile(float *restrict out, int64_t lo, const float *restrict W, int64_t wr, int64_t wk,
                                const float *restrict Y, int64_t ly, int64_t k0, int64_t k1, bool add)
 {
     float acc[TR][TV];
@@ -344,7 +305,7 @@ static ALWAYS_INLINE void tile(float *restrict out, int64_t lo, const float *res
 }
 
 /* dst [R, C] (rows ld apart) = src (rows ls apart), or += when add. */
-static ALWAYS_INLINE void put_rows(float *restrict dst, int64_t ld, const float *restrict src, int64_t ls, int64_t R,
+static GL_ALWAYS_INLINE void put_rows(float *restrict dst, int64_t ld, const float *restrict src, int64_t ls, int64_t R,
                                    int64_t C, bool add)
 {
     for (int64_t r = 0; r < R; r++)
@@ -353,7 +314,7 @@ static ALWAYS_INLINE void put_rows(float *restrict dst, int64_t ld, const float 
 }
 
 /* dst [R4, C16] = src [R, C] (rows ls apart), zero in the rows and columns beyond. */
-static ALWAYS_INLINE void copy_padded(float *restrict dst, int64_t R4, int64_t C16, const float *restrict src,
+static GL_ALWAYS_INLINE void copy_padded(float *restrict dst, int64_t R4, int64_t C16, const float *restrict src,
                                       int64_t ls, int64_t R, int64_t C)
 {
     for (int64_t r = 0; r < R4; r++)
@@ -361,7 +322,7 @@ static ALWAYS_INLINE void copy_padded(float *restrict dst, int64_t R4, int64_t C
 }
 
 /* xt [C, ld] = x [R, C] (rows ls apart) transposed, zero in columns [R, ld). */
-static ALWAYS_INLINE void copy_transposed(float *restrict xt, int64_t ld, const float *restrict x, int64_t ls,
+static GL_ALWAYS_INLINE void copy_transposed(float *restrict xt, int64_t ld, const float *restrict x, int64_t ls,
                                           int64_t R, int64_t C)
 {
     for (int64_t c = 0; c < C; c++) {
@@ -373,7 +334,7 @@ static ALWAYS_INLINE void copy_transposed(float *restrict xt, int64_t ld, const 
 /* A head operand as the tiles read it: x itself (rows ld apart) when its
  * rows are a multiple of TR and its columns of TV, else a padded copy in
  * buf [R4, C16]. Returns the rows' stride in *ls. */
-static ALWAYS_INLINE const float *operand(float *buf, const float *x, int64_t ld, int64_t R, int64_t C, int64_t *ls)
+static GL_ALWAYS_INLINE const float *operand(float *buf, const float *x, int64_t ld, int64_t R, int64_t C, int64_t *ls)
 {
     if (R % TR == 0 && C % TV == 0) {
         *ls = ld;
@@ -413,7 +374,7 @@ static inline void tile_queries(const attn_dims *d, int64_t j0, int64_t *lo, int
 }
 
 /* Zero p[lo16, lo) and p[hi, hi16): a row of P or dZ outside its keys. */
-static ALWAYS_INLINE void clear_outside(float *p, int64_t lo16, int64_t lo, int64_t hi, int64_t hi16)
+static GL_ALWAYS_INLINE void clear_outside(float *p, int64_t lo16, int64_t lo, int64_t hi, int64_t hi16)
 {
     for (int64_t j = lo16; j < lo; j++) p[j] = 0.0f;
     for (int64_t j = hi; j < hi16; j++) p[j] = 0.0f;
@@ -422,7 +383,7 @@ static ALWAYS_INLINE void clear_outside(float *p, int64_t lo16, int64_t lo, int6
 /* dst [rows, C] (rows ld apart) = (dst +, when add) W Y, W [rows, k1 - k0]
  * and Y [k1 - k0, C] addressed as tile's: by whole tiles straight into dst
  * when they fit it, else through tmp [TR, C16]. */
-static ALWAYS_INLINE void put_product(float *restrict dst, int64_t ld, int64_t rows, int64_t C, bool add,
+static GL_ALWAYS_INLINE void put_product(float *restrict dst, int64_t ld, int64_t rows, int64_t C, bool add,
                                       float *restrict tmp, const float *W, int64_t wr, int64_t wk, const float *Y,
                                       int64_t ly, int64_t k0, int64_t k1)
 {
@@ -438,7 +399,7 @@ static ALWAYS_INLINE void put_product(float *restrict dst, int64_t ld, int64_t r
 /* One head's forward by tiles (head_forward's arguments); scratch of
  * scratch_floats: q and v padded [T4,HS16], [S,HS16] (when not whole
  * tiles), kt [HS,S16], p [TR,S16], os [TR,HS16], km [S16]. */
-SIMD_CLONES static void head_forward_tiles(const attn_dims *d, int64_t bh, float *restrict o, const float *q,
+GL_SIMD_CLONES static void head_forward_tiles(const attn_dims *d, int64_t bh, float *restrict o, const float *q,
                                            const float *k, const float *v, float *stats, float *scratch)
 {
     int64_t T = d->T, S = d->S, HS = d->HS, T4 = round_up(T, TR), S16 = round_up(S, TV), HS16 = round_up(HS, TV);
@@ -474,7 +435,7 @@ SIMD_CLONES static void head_forward_tiles(const attn_dims *d, int64_t bh, float
  * scratch_floats: q, dout [T4,HS16] and k [S4,HS16] padded (when not whole
  * tiles), kt, vt [HS,S16], P (Pd with dropout) and dZ [T4,S16], tmp
  * [TR,HS16], km [S16]. */
-SIMD_CLONES static void head_backward_tiles(const attn_dims *d, int64_t bh, float *dq, float *dk, float *dv,
+GL_SIMD_CLONES static void head_backward_tiles(const attn_dims *d, int64_t bh, float *dq, float *dk, float *dv,
                                             const float *dout, const float *q, const float *k, const float *v,
                                             const float *stats, float *scratch)
 {
@@ -835,7 +796,7 @@ static void decode_row(float *restrict o, const float *restrict q, const float *
             cm = sc[j] > cm ? sc[j] : cm;
         }
         if (cm > m) { /* rescale what was accumulated under the old max */
-            float r = exp_le0(m - cm);
+            float r = gl_exp_le0(m - cm);
             l *= r;
 #pragma omp simd
             for (int64_t i = 0; i < HS; i++) o[i] *= r;
@@ -843,7 +804,7 @@ static void decode_row(float *restrict o, const float *restrict q, const float *
         }
 #pragma omp simd reduction(+ : l)
         for (int64_t j = 0; j < n; j++) {
-            sc[j] = exp_le0(sc[j] - m);
+            sc[j] = gl_exp_le0(sc[j] - m);
             l += sc[j];
         }
         for (int64_t j = 0; j < n; j++) axpy(o, sc[j], v + (c0 + j) * HS, HS);

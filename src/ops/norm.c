@@ -14,23 +14,17 @@
 #include "autograd/tape.h"
 #include "core/interrupt.h"
 #include "ops/nnops.h"
+#include "ops/simd.h"
 
-/* The row loops are built twice on x86-64, for AVX2 and the SSE2 baseline,
- * and the loader picks one (as unary.c's). The clones differ only in the
- * order of the row sums (vectors of 8 or 4 partial sums). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SIMD_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define SIMD_CLONES
-#endif
-
+/* The row loops are built for AVX2 and SSE2 (ops/simd.h); the clones differ
+ * only in the order of the row sums (vectors of 8 or 4 partial sums). */
 typedef enum { NORM_LAYER, NORM_RMS } norm_kind;
 static const char *const norm_names[] = {"layer_norm", "rms_norm"};
 
 /* out [R,C], mean [R] (layer only), rstd [R] (both may be NULL); x [R,C]; w, b [C] or NULL.
  * `omp simd` lets the compiler vectorize the row loops (reductions included)
  * at -O2 without fast-math; the order of the sums is fixed at compile time. */
-SIMD_CLONES static void norm_forward(norm_kind kind, float *out, float *mean, float *rstd, const float *x,
+GL_SIMD_CLONES static void norm_forward(norm_kind kind, float *out, float *mean, float *rstd, const float *x,
                                      const float *w, const float *b, int64_t R, int64_t C, float eps)
 {
 #pragma omp parallel for if (R * C > 32768) schedule(static)
@@ -63,7 +57,7 @@ SIMD_CLONES static void norm_forward(norm_kind kind, float *out, float *mean, fl
 
 /* dx [R,C] (may be NULL; written when fresh, else added into); part [nblk, 2, C] block sums of dout*n and dout
  * (NULL when neither dw nor db is wanted); dout, x [R,C]; mean, rstd [R]; w [C] (ones when absent). */
-SIMD_CLONES static void norm_backward_rows(norm_kind kind, float *dx, bool fresh, float *part, const float *dout,
+GL_SIMD_CLONES static void norm_backward_rows(norm_kind kind, float *dx, bool fresh, float *part, const float *dout,
                                            const float *x, const float *mean, const float *rstd, const float *w,
                                            int64_t R, int64_t C, int64_t rows_per_blk, int64_t nblk)
 {

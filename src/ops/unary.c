@@ -15,18 +15,11 @@
 
 #include "autograd/tape.h"
 #include "core/interrupt.h"
+#include "ops/simd.h"
 
 /* Below this many elements a loop runs on one thread. */
 #define PARALLEL_MIN 16384
 
-/* The element loops are built twice on x86-64, for AVX2 (8 floats a vector)
- * and the SSE2 baseline, and the loader picks one (as optim.c's FMA clones).
- * The build has no FMA contraction (-std=c11), so both give the same bits. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SIMD_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define SIMD_CLONES
-#endif
 
 #define SQRT_2_OVER_PI 0.7978845608028654f
 #define INV_SQRT_2PI 0.3989422804014327f
@@ -55,38 +48,17 @@ static inline float bitsf(uint32_t b)
     return f;
 }
 
-/* Inlined even into the AVX2 clones below, where GCC does not inline plain
- * `inline` helpers on its own; a call per element would stop vectorization. */
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
 /* x where mask is all ones, y where it is 0. */
 static inline float fsel(uint32_t mask, float x, float y) { return bitsf((fbits(x) & mask) | (fbits(y) & ~mask)); }
 
-/* e^y for y in [-87, 0] (normal results): y = k ln2 + r, |r| <= ln2/2
- * (Cody-Waite, ln2 split so k * LN2_HI is exact), cephes' expf polynomial
- * for e^r, 2^k built in the exponent bits. About 1 ulp. */
-static ALWAYS_INLINE float exp_nonpos(float y)
-{
-    const float k = (y * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest by the 1.5*2^23 trick */
-    const float r = (y - k * 0.693145751953125f) - k * 1.428606765330187e-6f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    return p * bitsf((uint32_t)((int32_t)k + 127) << 23);
-}
-
-/* 1 / (1 + e^-x) through exp_nonpos(-|x|), so that loops over it vectorize
+/* 1 / (1 + e^-x) through gl_exp_le0(-|x|), so that loops over it vectorize
  * (expf's calls kept SiLU scalar: 11% of a UNet step). Beyond |x| = 87
  * the result is 1 or 0 (the true value is within 2e-38 of it); NaN gives NaN. */
-static ALWAYS_INLINE float sigmoidf(float x)
+static GL_ALWAYS_INLINE float sigmoidf(float x)
 {
     const uint32_t ax = fbits(x) & 0x7fffffffu;
     const uint32_t big = -(uint32_t)(ax > 0x42ae0000u); /* |x| > 87 */
-    const float e = exp_nonpos(fsel(big, -87.0f, bitsf(ax | 0x80000000u)));
+    const float e = gl_exp_le0(fsel(big, -87.0f, bitsf(ax | 0x80000000u)));
     const float inv = 1.0f / (1.0f + e);
     const uint32_t neg = (uint32_t)((int32_t)fbits(x) >> 31);
     const uint32_t nan = -(uint32_t)(ax > 0x7f800000u);
@@ -94,10 +66,10 @@ static ALWAYS_INLINE float sigmoidf(float x)
 }
 
 /* e^(-u^2), 0 from u^2 >= 87 on. */
-static ALWAYS_INLINE float exp_neg_square(float u)
+static GL_ALWAYS_INLINE float exp_neg_square(float u)
 {
     const uint32_t tb = fbits(u * u), lim = fbits(87.0f);
-    return fsel(-(uint32_t)(tb < lim), exp_nonpos(-bitsf(tb < lim ? tb : lim)), 0.0f);
+    return fsel(-(uint32_t)(tb < lim), gl_exp_le0(-bitsf(tb < lim ? tb : lim)), 0.0f);
 }
 
 /* erf(u), and e^(-u^2) in *e (exp_neg_square), within 1.4 ulp of erf over
@@ -107,7 +79,7 @@ static ALWAYS_INLINE float exp_neg_square(float u)
  *   |u| >= 1: erf(u) = sign(u) (1 - e^(-u^2) P2(t)), t = 1 / (1 + |u|/2),
  * that is erfc(u) e^(u^2) as a polynomial in t (as Numerical Recipes' erfcc),
  * fitted on 1 <= |u| <= 4; beyond 4, erfc(u) is under half an ulp of 1. */
-static ALWAYS_INLINE float erf_and_exp(float u, float *e)
+static GL_ALWAYS_INLINE float erf_and_exp(float u, float *e)
 {
     static const float P1[8] = {-9.667044571e-06f, 1.126595903e-04f, -8.484080406e-04f, 5.221031808e-03f,
                                 -2.686543073e-02f, 1.128378250e-01f,  -3.761263847e-01f, 1.283791671e-01f};
@@ -140,7 +112,7 @@ static ALWAYS_INLINE float erf_and_exp(float u, float *e)
 }
 
 /* x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2, as PyTorch's exact GELU */
-static ALWAYS_INLINE float gelu_f(float x)
+static GL_ALWAYS_INLINE float gelu_f(float x)
 {
     float e;
     return 0.5f * x * (1.0f + erf_and_exp(x * (float)M_SQRT1_2, &e));
@@ -148,7 +120,7 @@ static ALWAYS_INLINE float gelu_f(float x)
 /* GELU's derivative Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi),
  * from Phi(x) as the forward computed it (gelu_forward_saving): the
  * backward then needs no erf, only an exp. */
-static ALWAYS_INLINE float gelu_d(float x, float Phi)
+static GL_ALWAYS_INLINE float gelu_d(float x, float Phi)
 {
     return Phi + x * INV_SQRT_2PI * exp_neg_square(x * (float)M_SQRT1_2);
 }
@@ -171,7 +143,7 @@ static inline float gelu_tanh_d(float x)
     return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_C * x * x);
 }
 
-static ALWAYS_INLINE float silu_d(float x)
+static GL_ALWAYS_INLINE float silu_d(float x)
 {
     float s = sigmoidf(x);
     return s * (1.0f + x * (1.0f - s));
@@ -237,7 +209,7 @@ static const char *const op_names[] = {
 #undef X
 };
 
-SIMD_CLONES static void unary_forward(unary_op op, float *restrict out, const float *restrict in, int64_t n, float a,
+GL_SIMD_CLONES static void unary_forward(unary_op op, float *restrict out, const float *restrict in, int64_t n, float a,
                                       float b)
 {
     switch (op) {
@@ -256,7 +228,7 @@ SIMD_CLONES static void unary_forward(unary_op op, float *restrict out, const fl
 
 /* GELU's forward when it records: out = x Phi(x) (gelu_f's operations) and
  * Phi [n], which its backward reads in place of the output. */
-SIMD_CLONES static void gelu_forward_saving(float *restrict out, float *restrict Phi, const float *restrict in,
+GL_SIMD_CLONES static void gelu_forward_saving(float *restrict out, float *restrict Phi, const float *restrict in,
                                             int64_t n)
 {
 #pragma omp parallel for simd if (n > PARALLEL_MIN) schedule(static)
@@ -270,7 +242,7 @@ SIMD_CLONES static void gelu_forward_saving(float *restrict out, float *restrict
 }
 
 /* dx = g * f'(x) into a new buffer (fresh), else dx += g * f'(x). */
-SIMD_CLONES static void unary_backward_kernel(unary_op op, float *restrict dx, const float *restrict in,
+GL_SIMD_CLONES static void unary_backward_kernel(unary_op op, float *restrict dx, const float *restrict in,
                                               const float *restrict outp, const float *restrict gout, int64_t n,
                                               float a, float b, bool fresh)
 {
@@ -355,7 +327,7 @@ gl_tensor *gl_leaky_relu(gl_tensor *x, float slope) { return unary(OP_LEAKY_RELU
 gl_tensor *gl_gelu(gl_tensor *x) { return unary(OP_GELU, x, 0, 0); }
 gl_tensor *gl_gelu_tanh(gl_tensor *x) { return unary(OP_GELU_TANH, x, 0, 0); }
 
-SIMD_CLONES void gl_gelu_inplace(float *x, int64_t n, bool tanh_approx)
+GL_SIMD_CLONES void gl_gelu_inplace(float *x, int64_t n, bool tanh_approx)
 {
     if (tanh_approx) {
 #pragma omp simd

@@ -1,0 +1,51 @@
+/* What the vectorized loops of src/ops share (internal, not installed).
+ *
+ * GL_SIMD_CLONES builds a function twice on x86-64 with GCC, for AVX2 (8
+ * floats a vector) and the SSE2 baseline, and the loader picks one. The
+ * build has no FMA contraction (-std=c11), so the clones give the same bits
+ * except where a reduction's order follows the vector width.
+ * GL_ALWAYS_INLINE inlines a helper even into the clones, where GCC does not
+ * inline plain `inline` ones on its own; a call per element would stop
+ * vectorization. */
+#ifndef GL_OPS_SIMD_H
+#define GL_OPS_SIMD_H
+
+#include <stdint.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GL_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#define GL_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define GL_SIMD_CLONES
+#define GL_ALWAYS_INLINE inline
+#endif
+
+/* e^x for x <= 0 (a softmax's x - max, a sigmoid's -|x|), in a form `omp
+ * simd` vectorizes: Cephes' expf (x = n ln2 + r, |r| <= ln2/2, degree-6
+ * polynomial for e^r, times 2^n built from the exponent bits); relative
+ * error below 1e-7. glibc's expf is a call per element without fast-math.
+ * Below -87 (where e^x < 2^-125) it returns 2^-126 instead of a subnormal
+ * or 0, which no sum or sigmoid can notice; NaN stays NaN. */
+static GL_ALWAYS_INLINE float gl_exp_le0(float x)
+{
+    /* max(x, -87) as a bit blend: a float select lets GCC thread the constant
+     * branch into control flow that blocks vectorization */
+    union { float f; int32_t i; } ux = {.f = x}, lim = {.f = -87.0f};
+    int32_t below = -(int32_t)(x < -87.0f);
+    ux.i = (ux.i & ~below) | (lim.i & below);
+    x = ux.f;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * (r * r) + r + 1.0f;
+    union { int32_t i; float f; } two_n = {.i = ((int32_t)n + 127) << 23};
+    return y * two_n.f;
+}
+
+#endif
