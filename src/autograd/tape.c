@@ -118,6 +118,23 @@ gl_status gl_node_grad_take(gl_node *node, int i, bool *taken)
     return GL_OK;
 }
 
+gl_status gl_node_grad_reuse(gl_node *node, int i, float **buf, bool *reused)
+{
+    gl_tensor **slot = slot_of(node, i), *in = node->inputs[i];
+    *buf = NULL;
+    *reused = false;
+    /* two references: this node's and the pin gl_backward holds on every node's output */
+    if (!slot || *slot || !node->consumed || !in->grad_fn || in->refs != 2 || in->storage->refs != 1 ||
+        in->storage->readonly || in->dtype != GL_F32)
+        return GL_OK;
+    for (int k = 0; k < node->n_inputs; k++)
+        if (k != i && node->inputs[k] == in) return GL_OK;
+    if (!(*slot = gl_tensor_from_storage(in->storage, in->offset, GL_F32, in->ndim, in->shape))) return gl_error_code();
+    *buf = gl_tensor_f32(*slot);
+    *reused = true;
+    return GL_OK;
+}
+
 gl_tensor *gl_detach(const gl_tensor *t)
 {
     return gl_tensor_from_storage(t->storage, t->offset, t->dtype, t->ndim, t->shape);
@@ -132,6 +149,33 @@ gl_status gl_set_requires_grad(gl_tensor *t, bool on)
         return gl_error(GL_EINVAL, "requires_grad: cannot turn off a tensor produced by a recorded op; use detach()");
     t->requires_grad = on;
     return GL_OK;
+}
+
+/* Marks the graph of nd's output as freed by a backward pass. */
+static void detach_node(gl_node *nd)
+{
+    nd->out->grad_fn = NULL;
+    nd->out->graph_freed = true;
+}
+
+/* Frees a node of a consumed graph and drops the pin on its output (see
+ * gl_backward). Its inputs that other nodes still need are pinned. An input
+ * this node was the last to use (held by the pin alone from now on) keeps
+ * only its shape for its own node's backward, which reads no output data:
+ * its storage goes now, not when that node has run. */
+static void free_node(gl_node *nd)
+{
+    gl_tensor *out = nd->out;
+    for (int k = 0; k < nd->n_inputs; k++) {
+        gl_tensor *in = nd->inputs[k];
+        if (in && in->grad_fn && in->grad_fn->consumed && in->refs == 2) {
+            gl_storage_release(in->storage);
+            in->storage = NULL;
+        }
+    }
+    detach_node(nd);
+    node_destroy(nd);
+    gl_tensor_release(out);
 }
 
 /* Nodes reachable from root in post-order (inputs before the nodes that use
@@ -181,7 +225,8 @@ static gl_status topo_order(gl_node *root, node_list *order)
     return st;
 }
 
-gl_status gl_backward(gl_tensor *root, const gl_tensor *grad, bool retain_graph)
+/* gl_backward; taken, when not NULL, is grad itself, to become the root's gradient buffer. */
+static gl_status backward(gl_tensor *root, const gl_tensor *grad, gl_tensor *taken, bool retain_graph)
 {
     char s1[128], s2[128];
     if (!root->requires_grad)
@@ -207,30 +252,52 @@ gl_status gl_backward(gl_tensor *root, const gl_tensor *grad, bool retain_graph)
     node_list order = {0};
     st = topo_order(root->grad_fn, &order);
     for (size_t k = 0; k < order.n; k++) order.items[k]->visit = 0;
-    if (st == GL_OK) st = grad_slot(&root->grad_fn->gout, root, &g);
-    if (st == GL_OK)
+    if (st == GL_OK && taken) {
+        gl_tensor_retain(taken);
+        root->grad_fn->gout = taken;
+    } else if (st == GL_OK && (st = grad_slot(&root->grad_fn->gout, root, &g)) == GL_OK) {
         for (int64_t k = 0; k < root->numel; k++) g[k] += grad ? gl_tensor_f32(grad)[k] : 1.0f;
+    }
+    /* Without retain_graph, a node is freed as soon as its backward has run,
+     * with the tensors it kept: the last layers' activations are gone before
+     * the first layers' backward runs. Every node's output is pinned until
+     * then, so that releasing a node's inputs cannot destroy a node still to
+     * run (a tensor owns the node that produced it). */
+    if (!retain_graph)
+        for (size_t k = 0; k < order.n; k++) {
+            gl_tensor_retain(order.items[k]->out);
+            order.items[k]->consumed = true;
+        }
 
-    for (size_t k = order.n; k-- > 0 && st == GL_OK;) {
-        gl_node *nd = order.items[k];
+    size_t left = order.n; /* nodes whose backward has not run */
+    while (left > 0 && st == GL_OK) {
+        gl_node *nd = order.items[--left];
         gl_interrupt_tick(); /* a backward pass runs to its end; the workbench may echo keys meanwhile */
         if (nd->gout) st = nd->backward(nd);
         gl_tensor_release(nd->gout);
         nd->gout = NULL;
+        if (!retain_graph) free_node(nd);
     }
-    for (size_t k = 0; k < order.n; k++) { /* after a failure, drop partial gradients */
+    for (size_t k = 0; k < left; k++) { /* after a failure, drop partial gradients */
         gl_tensor_release(order.items[k]->gout);
         order.items[k]->gout = NULL;
     }
     if (!retain_graph) {
-        /* Detach every node from its output first, so releasing inputs below
-         * cannot cascade into destroying nodes still in the list. */
-        for (size_t k = 0; k < order.n; k++) {
-            order.items[k]->out->grad_fn = NULL;
-            order.items[k]->out->graph_freed = true;
-        }
-        for (size_t k = 0; k < order.n; k++) node_destroy(order.items[k]);
+        /* Detach the nodes left by a failure from their outputs first, so
+         * that freeing one cannot cascade into another still in the list. */
+        for (size_t k = 0; k < left; k++) detach_node(order.items[k]);
+        for (size_t k = 0; k < left; k++) free_node(order.items[k]);
     }
     free(order.items);
     return st;
+}
+
+gl_status gl_backward(gl_tensor *root, const gl_tensor *grad, bool retain_graph)
+{
+    return backward(root, grad, NULL, retain_graph);
+}
+
+gl_status gl_backward_take(gl_tensor *root, gl_tensor *grad)
+{
+    return backward(root, grad, root->grad_fn ? grad : NULL, false);
 }

@@ -32,6 +32,7 @@ struct gl_node {
     void *extra;                         /* op-owned data, released with free() ... */
     void (*extra_free)(void *extra);     /* ... or with this, when set */
     int visit;                           /* traversal mark */
+    bool consumed;                       /* set by a backward pass that frees the graph as it runs */
 };
 
 /* Whether ops record (false inside no_grad). Per thread. */
@@ -59,9 +60,20 @@ gl_status gl_node_grad_init(gl_node *node, int i, float **buf, bool *fresh);
  * this node's backward has run), and sets *taken. Otherwise the caller adds
  * as usual. */
 gl_status gl_node_grad_take(gl_node *node, int i, bool *taken);
+/* For ops whose input i is needed by no one once this node's backward has
+ * run (the graph is being freed, and no other node, view or alias refers to
+ * the tensor or its storage): when input i needs a gradient and has none
+ * yet, makes the input's own storage its gradient, and sets *reused. The
+ * caller must then WRITE every element of *buf (not add), each after its
+ * last read of the input's value. Otherwise *buf is NULL. */
+gl_status gl_node_grad_reuse(gl_node *node, int i, float **buf, bool *reused);
 
 /* Backpropagates from root. grad may be NULL for a one-element root. */
 gl_status gl_backward(gl_tensor *root, const gl_tensor *grad, bool retain_graph);
+/* As gl_backward(root, grad, false), but grad (f32, root's element count)
+ * becomes the root's gradient buffer instead of being added into a new one:
+ * the caller must not read grad's values afterwards. */
+gl_status gl_backward_take(gl_tensor *root, gl_tensor *grad);
 /* A tensor sharing t's data, outside any graph, not requiring grad. */
 gl_tensor *gl_detach(const gl_tensor *t);
 /* Marks a leaf as requiring a gradient (f32 only). */

@@ -136,6 +136,11 @@ static void pass_grad(float *restrict d, const float *restrict g, float s, int64
     }
 }
 
+/* Whether op's backward reads its operands and output. add's and sub's
+ * need only the shapes, which the node's inputs give, so they keep none:
+ * a saved output would hold its memory until this node's backward. */
+static bool saves_operands(binary_op op) { return op != OP_ADD && op != OP_SUB; }
+
 /* add and sub of same-shaped operands, the residual stream's op: a's
  * gradient is g itself, so a takes gout when it has no gradient yet. */
 static gl_status add_sub_backward(gl_node *nd, float sb)
@@ -153,19 +158,22 @@ static gl_status add_sub_backward(gl_node *nd, float sb)
     return GL_OK;
 }
 
+/* saved (but for add and sub, see saves_operands): [0] = a, [1] = b, [2] = out; i[0] = op. */
 static gl_status binary_backward(gl_node *nd)
 {
     gl_broadcast bc;
-    gl_tensor *a = nd->saved[0], *b = nd->saved[1];
+    binary_op op = (binary_op)nd->i[0];
+    bool saved = saves_operands(op);
+    gl_tensor *a = saved ? nd->saved[0] : nd->inputs[0], *b = saved ? nd->saved[1] : nd->inputs[1];
     gl_status st = gl_broadcast_shapes(nd->op, a, b, &bc);
     if (st != GL_OK) return st;
-    binary_op op = (binary_op)nd->i[0];
-    if ((op == OP_ADD || op == OP_SUB) && a->numel == bc.numel && b->numel == bc.numel)
-        return add_sub_backward(nd, op == OP_ADD ? 1.0f : -1.0f);
+    if (!saved && a->numel == bc.numel && b->numel == bc.numel) return add_sub_backward(nd, op == OP_ADD ? 1.0f : -1.0f);
     float *da, *db;
     if ((st = gl_node_grad(nd, 0, &da)) != GL_OK || (st = gl_node_grad(nd, 1, &db)) != GL_OK) return st;
-    const float *pa = gl_tensor_f32(a), *pb = gl_tensor_f32(b), *out = gl_tensor_f32(nd->saved[2]);
     const float *g = gl_tensor_f32(nd->gout);
+    /* add and sub read no operand value: the broadcast loops get valid pointers all the same */
+    const float *pa = saved ? gl_tensor_f32(a) : g, *pb = saved ? gl_tensor_f32(b) : g;
+    const float *out = saved ? gl_tensor_f32(nd->saved[2]) : g;
     size_t n = (size_t)bc.numel;
     bool full_a = a->numel == bc.numel, full_b = b->numel == bc.numel;
     if (full_a && full_b) {
@@ -217,8 +225,8 @@ static gl_tensor *binary(binary_op op, gl_tensor *a, gl_tensor *b)
     if (gl_autograd_record(&nd, out, name, binary_backward, 2, ins) != GL_OK) goto fail;
     if (nd) {
         nd->i[0] = op;
-        if (gl_node_save(nd, 0, a) != GL_OK || gl_node_save(nd, 1, b) != GL_OK ||
-            gl_node_save(nd, 2, out) != GL_OK)
+        if (saves_operands(op) && (gl_node_save(nd, 0, a) != GL_OK || gl_node_save(nd, 1, b) != GL_OK ||
+                                   gl_node_save(nd, 2, out) != GL_OK))
             goto fail;
     }
     return out;
