@@ -389,7 +389,9 @@ static gl_tensor *rows_of(gl_tensor *x, int64_t r0, int64_t R, int64_t K)
 /* One block of R rows: dz [R,M] (the gradient of the linear's output), a's
  * rows (pre(a_rows) [R,K]); adds into dw [M,K], db [M], and a's gradient:
  * da (a_rows' elements), or through pre into da_rows, the matching part of
- * a's gradient tensor. */
+ * a's gradient tensor. With pre and da but no da_rows, a's gradient is a's
+ * own storage (see fused_linear_backward): pre's backward writes a fresh
+ * gradient, copied over a's rows once nothing reads them any more. */
 static gl_status fused_block(const fused_op *f, gl_tensor *a_rows, int64_t R, const float *dz, const float *W,
                              int64_t M, int64_t K, float *dw, float *db, float *da, gl_tensor *da_rows)
 {
@@ -403,15 +405,22 @@ static gl_status fused_block(const fused_op *f, gl_tensor *a_rows, int64_t R, co
         if (!(leaf = gl_detach(a_rows)) || (da && gl_set_requires_grad(leaf, true) != GL_OK) ||
             !(h = pre_apply(f, leaf)))
             goto fail;
-        if (da) { /* pre's backward adds straight into a's gradient */
+        if (da && da_rows) { /* pre's backward adds straight into a's gradient */
             gl_tensor_retain(da_rows);
             leaf->grad = da_rows;
         }
         if (dw) gl_sgemm(true, false, M, K, R, 1.0f, dz, M, gl_tensor_f32(h), K, 1.0f, dw, K);
         if (h->requires_grad) { /* dh = dz W, through pre into a and the norm's parameters */
-            if (!(dh = gl_tensor_empty(GL_F32, 2, shape))) goto fail;
+            /* in h's place when pre's backward does not read h (nothing else holds its storage) */
+            dh = h->storage->refs == 1 ? gl_tensor_from_storage(h->storage, h->offset, GL_F32, 2, shape)
+                                       : gl_tensor_empty(GL_F32, 2, shape);
+            if (!dh) goto fail;
             gl_sgemm(false, false, R, K, M, 1.0f, dz, M, W, K, 0.0f, gl_tensor_f32(dh), K);
-            if ((st = gl_backward(h, dh, false)) != GL_OK) goto done;
+            if ((st = gl_backward_take(h, dh)) != GL_OK) goto done;
+        }
+        if (da && !da_rows) {
+            if (!leaf->grad) goto fail;
+            memcpy(da, gl_tensor_f32(leaf->grad), (size_t)(R * K) * sizeof *da);
         }
     }
     if (db)
@@ -427,18 +436,56 @@ done:
     return st;
 }
 
+/* linear(pre(a), W, b), for a GELU pre a block of rows at a time, so that
+ * pre(a) never exists whole (the MLP's GELU output alone is 96 MiB in the
+ * baby GPT, and it came on top of every activation the graph keeps). Rows
+ * are independent in the GELU and in the GEMM, so the numbers are those of
+ * the whole (checked bit for bit on the baby GPT's gradients; a norm pre in
+ * blocks was not: its gradients moved in the last digits, so it runs whole).
+ * Blocks are whole multiples of the 256 rows gl_sgemm's own blocks have at
+ * least, which keeps the GEMMs as efficient. */
+static gl_tensor *pre_linear(const fused_op *f, gl_tensor *a, gl_tensor *w, gl_tensor *b)
+{
+    int64_t M = w->shape[0], K = w->shape[1], N = K > 0 ? a->numel / K : 0;
+    if ((f->pre != PRE_GELU && f->pre != PRE_GELU_TANH) || a->dtype != GL_F32 || a->shape[a->ndim - 1] != K || N == 0) {
+        gl_tensor *h = pre_apply(f, a);
+        return h ? swap(h, gl_linear(h, w, b)) : NULL;
+    }
+    int64_t shape[GL_MAX_DIMS], rows = RECOMPUTE_BLOCK / (K > M ? K : M) / 256 * 256;
+    memcpy(shape, a->shape, sizeof shape);
+    shape[a->ndim - 1] = M;
+    if (rows < 256) rows = 256;
+    gl_tensor *y = gl_tensor_empty(GL_F32, a->ndim, shape);
+    for (int64_t r0 = 0; y && r0 < N; r0 += rows) {
+        int64_t R = N - r0 < rows ? N - r0 : rows;
+        gl_tensor *ar = rows_of(a, r0, R, K), *h = ar ? pre_apply(f, ar) : NULL, *yr = h ? gl_linear(h, w, b) : NULL;
+        if (yr)
+            memcpy(gl_tensor_f32(y) + r0 * M, gl_tensor_f32(yr), (size_t)(R * M) * sizeof(float));
+        else
+            y = swap(y, NULL);
+        gl_tensor_release(yr);
+        gl_tensor_release(h);
+        gl_tensor_release(ar);
+    }
+    return y;
+}
+
 /* Inputs a [..., K], W [M, K], b [M] or NULL, res [..., M] or NULL; extra: the fused_op. */
 static gl_status fused_linear_backward(gl_node *nd)
 {
     const fused_op *f = nd->extra;
     gl_tensor *a = nd->inputs[0], *w = nd->inputs[1];
     float *da, *dw, *db, *dres;
-    gl_status st;
-    if ((st = gl_node_grad(nd, 0, &da)) != GL_OK || (st = gl_node_grad(nd, 1, &dw)) != GL_OK ||
-        (st = gl_node_grad(nd, 2, &db)) != GL_OK)
+    /* The GELU's input (the MLP's widest tensor) is needed by no one after
+     * this node unless the graph is kept: its gradient then overwrites it
+     * rather than take as much memory again. */
+    bool reused = false;
+    gl_status st = f->pre == PRE_GELU || f->pre == PRE_GELU_TANH ? gl_node_grad_reuse(nd, 0, &da, &reused) : GL_OK;
+    if (st != GL_OK || (!reused && (st = gl_node_grad(nd, 0, &da)) != GL_OK) ||
+        (st = gl_node_grad(nd, 1, &dw)) != GL_OK || (st = gl_node_grad(nd, 2, &db)) != GL_OK)
         return st;
     int64_t M = w->shape[0], K = w->shape[1], N = nd->out->numel / M, KA = a->numel / N; /* KA: a's row */
-    gl_tensor *dat = !da ? NULL : a->grad_fn ? a->grad_fn->gout : a->grad; /* the tensor behind da */
+    gl_tensor *dat = !da || reused ? NULL : a->grad_fn ? a->grad_fn->gout : a->grad; /* the tensor behind da */
     const float *gout = gl_tensor_f32(nd->gout);
     /* blocks of rows: all at once when nothing is recomputed or masked */
     int64_t wide = K > M ? K : M;
@@ -457,8 +504,8 @@ static gl_status fused_linear_backward(gl_node *nd)
             dz = masked;
         }
         gl_tensor *ar = f->pre == PRE_ATTN ? gl_detach(a) : rows_of(a, r0, R, KA); /* attention mixes rows */
-        gl_tensor *dr = !da || !ar ? NULL : f->pre == PRE_ATTN ? gl_detach(dat) : rows_of(dat, r0, R, KA);
-        st = ar && (!da || dr) ? fused_block(f, ar, R, dz, gl_tensor_f32(w), M, K, dw, db, da ? da + r0 * KA : NULL, dr)
+        gl_tensor *dr = !dat || !ar ? NULL : f->pre == PRE_ATTN ? gl_detach(dat) : rows_of(dat, r0, R, KA);
+        st = ar && (!dat || dr) ? fused_block(f, ar, R, dz, gl_tensor_f32(w), M, K, dw, db, da ? da + r0 * KA : NULL, dr)
                                : gl_error_code();
         gl_tensor_release(dr);
         gl_tensor_release(ar);
@@ -501,10 +548,8 @@ static gl_tensor *fused_linear(const fused_op *op, gl_tensor *a, gl_module *lin,
         f->scale = 1.0f / (1.0f - f->p);
     }
     bool was = gl_grad_set_enabled(false);
-    gl_tensor *h = pre_apply(f, a);
-    gl_tensor *y = h ? gl_linear(h, w, b) : NULL;
+    gl_tensor *y = pre_linear(f, a, w, b);
     gl_grad_set_enabled(was);
-    gl_tensor_release(h);
     if (y && res) {
         char s1[128], s2[128];
         if (!gl_shape_equal(res->ndim, res->shape, y->ndim, y->shape)) {
