@@ -62,9 +62,12 @@ print(("# step %d: VmRSS %d kB, VmHWM %d kB, live tensors %d B, Lua heap %.0f kB
 
 T.ok(last_loss == last_loss and last_loss < first_loss + 1, "training ran and the loss stayed finite",
   ("loss %s -> %s"):format(first_loss, last_loss))
-local function within(a, b, name)
+-- Flat means within 10%, or within 4 MiB of RSS (rss = true): the collector's
+-- phase and malloc's arenas move RSS by a megabyte or so under a loaded
+-- machine, while a leak of one batch a step (8 kB) would add 16 MB.
+local function within(a, b, name, rss)
   local ratio = a / b
-  T.ok(ratio <= 1.10, ("%s at step %d is %.3f x step %d"):format(name, STEPS, ratio, WARM),
+  T.ok(ratio <= 1.10 or (rss and a - b <= 4096), ("%s at step %d is %.3f x step %d"):format(name, STEPS, ratio, WARM),
     ("%s grew from %.0f to %.0f"):format(name, b, a))
 end
 within(live_end, live_warm, "gl.memory().live")
@@ -73,8 +76,8 @@ if os.getenv("GENLAB_ASAN") == "yes" then -- ASan's quarantine keeps freed block
   T.ok(true, "# SKIP RSS under AddressSanitizer")
   T.ok(true, "# SKIP peak RSS under AddressSanitizer")
 elseif rss_warm then
-  within(rss_end, rss_warm, "VmRSS")
-  within(hwm_end, hwm_warm, "VmHWM")
+  within(rss_end, rss_warm, "VmRSS", true)
+  within(hwm_end, hwm_warm, "VmHWM", true)
 else
   T.ok(true, "# SKIP no /proc/self/status: RSS not checked")
 end
