@@ -175,12 +175,19 @@ function Scheduler:ddpm_step(eps, t, xt, opts)
 end
 
 -- DDIM step from t to prev_t (Song et al. 2021, eq. 12): eta = 0 is
--- deterministic, eta = 1 matches the DDPM posterior's variance.
+-- deterministic, eta = 1 matches the DDPM posterior's variance. When the x0
+-- estimate is clipped, the noise direction is re-derived from the clipped
+-- estimate (diffusers' use_clipped_model_output), so that x_prev is a noisy
+-- version of the x0 the step aims at. With the model's eps instead, guided
+-- x0 estimates (which overshoot [-1, 1] at high noise) leave their excess
+-- in x_prev step after step: at guidance 3 the Fashion-MNIST UNet's samples
+-- became saturated boxes, 25-62% in the requested class instead of 95-97%.
 function Scheduler:ddim_step(eps, t, prev_t, xt, opts)
   opts = check_keys("ddim_step", opts, set { "eta", "noise" })
   local eta = opts.eta or 0
   local ab_t, ab_prev = self:alpha_bar(t), self:alpha_bar(prev_t)
   local x0 = self:_x0(xt, eps, t)
+  if self.clip_sample then eps = (xt - x0 * math.sqrt(ab_t)) * (1 / math.sqrt(1 - ab_t)) end
   local var = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
   local std = eta * math.sqrt(var)
   local out = x0 * math.sqrt(ab_prev) + eps * math.sqrt(math.max(1 - ab_prev - std * std, 0))

@@ -29,9 +29,42 @@ T.near(lin:ddpm_step(eps, 500, xt, { prev_t = 450, noise = noise }), F["step.ddp
   "DDPM posterior step 500 -> 450 (20-step spacing)")
 T.near(lin:add_noise(xt, { 10, 990 }, noise), F["step.add_noise_10_990"], 1e-5, "add_noise at timesteps 10 and 990")
 local cos = gl.diffusion.ddim { schedule = "cosine" }
-T.near(cos:ddim_step(eps, 600, 580, xt), F["step.ddim_600_580_eta0"], 1e-5, "DDIM step 600 -> 580, eta 0")
-T.near(cos:ddim_step(eps, 600, 580, xt, { eta = 0.5, noise = noise }), F["step.ddim_600_580_eta05"], 1e-5,
+
+-- The DDIM step element by element in double precision from the fixture's
+-- inputs and alphas_cumprod: x0 clipped to [-1, 1], the noise direction
+-- re-derived from the clipped x0; then against the PyTorch fixture, which
+-- does the same (make_diffusion_fixtures.py).
+local function ddim_reference(t, prev, eta)
+  local acp = F["sched.cosine.alphas_cumprod"]
+  local ab, abp = acp:getflat(t + 1), acp:getflat(prev + 1)
+  local std = eta * math.sqrt((1 - abp) / (1 - ab) * (1 - ab / abp))
+  local out, clipped = {}, 0
+  for i = 1, xt:numel() do
+    local x, e = xt:getflat(i), eps:getflat(i)
+    local x0 = (x - math.sqrt(1 - ab) * e) / math.sqrt(ab)
+    if math.abs(x0) > 1 then clipped = clipped + 1 end
+    x0 = math.max(-1, math.min(1, x0))
+    e = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
+    out[i] = math.sqrt(abp) * x0 + math.sqrt(1 - abp - std * std) * e + std * noise:getflat(i)
+  end
+  return gl.tensor(out):reshape(xt:shape()), clipped
+end
+local want0, clipped = ddim_reference(600, 580, 0)
+T.ok(clipped > 0, ("the fixture's x0 estimates leave [-1, 1] (%d of %d), so clipping is exercised"):format(clipped,
+  xt:numel()))
+T.near(cos:ddim_step(eps, 600, 580, xt), want0, 1e-5, "DDIM step 600 -> 580, eta 0, eps re-derived from the clipped x0")
+T.near(cos:ddim_step(eps, 600, 580, xt, { eta = 0.5, noise = noise }), (ddim_reference(600, 580, 0.5)), 1e-5,
   "DDIM step 600 -> 580, eta 0.5")
+T.near(cos:ddim_step(eps, 600, 580, xt), F["step.ddim_600_580_eta0"], 1e-5, "DDIM step 600 -> 580 matches PyTorch")
+T.near(cos:ddim_step(eps, 600, 580, xt, { eta = 0.5, noise = noise }), F["step.ddim_600_580_eta05"], 1e-5,
+  "DDIM step 600 -> 580, eta 0.5, matches PyTorch")
+do -- without clipping the step is eq. 12 with the model's eps
+  local raw = gl.diffusion.ddim { schedule = "cosine", clip_sample = false }
+  local ab, abp = raw:alpha_bar(600), raw:alpha_bar(580)
+  local x0 = (xt - eps * math.sqrt(1 - ab)) * (1 / math.sqrt(ab))
+  T.near(raw:ddim_step(eps, 600, 580, xt), x0 * math.sqrt(abp) + eps * math.sqrt(1 - abp), 1e-5,
+    "clip_sample = false: DDIM step with the model's eps")
+end
 
 local ts = cos:timesteps(4)
 T.eq(table.concat(ts, ","), "750,500,250,0", "4 DDIM steps of 1000 use the leading spacing 750..0")
