@@ -12,11 +12,15 @@
 -- train: UNet{base 32, mults 1,2,2, attention at 7x7, 10 classes}, DDPM with
 -- 1000 linear-schedule steps, epsilon prediction, labels dropped 10% of the
 -- time (the null class teaches the unconditional model guidance needs),
--- AdamW lr 1e-3 (no weight decay) with 100 warmup steps, gradients clipped
--- at 1, an EMA of the weights for sampling. It stops after --steps steps or
--- --minutes minutes, whichever comes first, logs JSON lines (step, loss,
--- seconds) to DIR/log.jsonl, prints the loss curve, saves the EMA weights
--- with their config to DIR/unet.safetensors and the samples below (--n,
+-- AdamW lr 1e-3 (no weight decay) with 100 warmup steps, then a cosine decay
+-- to lr/10 over the budget (--steps or --minutes, whichever runs out first),
+-- gradients clipped at 1, an EMA of the weights for sampling (decay 0.999,
+-- warmed up as min(decay, (1 + step) / (10 + step)): early averages forget
+-- the random start, a short run averages over its last tenth or so). It
+-- stops after --steps steps or --minutes minutes, whichever comes first,
+-- logs JSON lines (step, loss, seconds) to DIR/log.jsonl, prints the loss
+-- curve, saves the EMA weights with their config to DIR/unet.safetensors
+-- (also every 500 steps along the way) and the samples below (--n,
 -- --guidance and --sample-steps as sample's --n, --guidance and --steps;
 -- --init CKPT starts from a saved model's weights, with a fresh optimizer).
 -- sample: for each class a row of N samples (DDIM, 50 steps, eta 0 or --eta,
@@ -139,6 +143,15 @@ local function load_checkpoint(path)
   return model, meta and meta.schedule or "linear", cfg
 end
 
+-- The learning rate at a step: a linear warmup over the first 100 steps, then
+-- a cosine from lr down to lr / 10 as the run spends its budget (progress in
+-- [0, 1]: the larger of the steps and the minutes used). Decaying the rate
+-- lets the last part of a short CPU run settle instead of hovering.
+local function lr_at(lr, step, progress)
+  local p = math.min(1, progress)
+  return lr * math.min(1, step / 100) * (0.1 + 0.45 * (1 + math.cos(math.pi * p)))
+end
+
 local function train(argv)
   local flags = parse(argv, { minutes = 1, steps = 1, batch = 1, base = 1, lr = 1, ema = 1, schedule = 1, out = 1,
     seed = 1, data = 1, n = 1, guidance = 1, ["sample-steps"] = 1, init = 1 }, {})
@@ -147,7 +160,7 @@ local function train(argv)
   local batch = num(flags, "batch", 64, true)
   local base = num(flags, "base", 32, true)
   local lr = num(flags, "lr", 1e-3)
-  local decay = num(flags, "ema", 0.995)
+  local decay = num(flags, "ema", 0.999)
   local dir = flags.out or "diffusion_out"
   os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
   local seed = num(flags, "seed", 1, true)
@@ -174,7 +187,8 @@ local function train(argv)
   while step < max_steps and gl.clock() - t0 < minutes * 60 do
     step = step + 1
     local x, y = data:next()
-    opt:set_lr(lr * math.min(1, step / 100))
+    opt:set_lr(lr_at(lr, step, math.max(step / max_steps, (gl.clock() - t0) / (60 * minutes))))
+    ema.decay = math.min(decay, (1 + step) / (10 + step))
     local loss = ddpm:loss(model, x * 2 - 1, y)
     loss:backward()
     gl.optim.clip_grad_norm(model:parameters(), 1.0)
@@ -188,6 +202,9 @@ local function train(argv)
     if step % 50 == 0 or step == 1 then
       print(("step %d: loss %.4f (avg %.4f), %.2f s/step"):format(step, l, avg, (gl.clock() - t0) / step))
       log:flush()
+    end
+    if step % 500 == 0 then -- a long run that stops early keeps its progress (and can go on with --init)
+      save_checkpoint(dir .. "/unet.safetensors", ema:module(), cfg, { schedule = ddpm.schedule, steps = step, loss = avg })
     end
   end
   log:close()
