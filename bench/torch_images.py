@@ -46,12 +46,11 @@ import argparse
 import json
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "tests", "fixtures")
 sys.path.insert(0, HERE)
-from torch_reference import peak_rss_mib  # noqa: E402  (imports no torch)
+from torch_reference import peak_rss_mib, start_torch, timed  # noqa: E402  (imports no torch)
 
 UNET = dict(channels=1, size=28, base=32, mults=[1, 2, 2], blocks=1, attn_res=[7], time_dim=128, num_classes=10,
             groups=8, heads=1)
@@ -72,21 +71,6 @@ def parse():
     ap.add_argument("--quick", action="store_true", help="tiny sizes and short timings")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
     return ap.parse_args()
-
-
-def timed(fn, min_time, min_reps, warm=None):
-    """Seconds per call of fn: one warm-up call (of warm, else fn), then
-    calls until min_time seconds and min_reps calls have passed. Also
-    returns the CPU seconds per wall second from the warm-up on."""
-    w0, c0 = time.perf_counter(), time.process_time()
-    (warm or fn)()
-    reps, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        reps += 1
-        elapsed = time.perf_counter() - t0
-        if reps >= min_reps and elapsed >= min_time:
-            return elapsed / reps, (time.process_time() - c0) / (time.perf_counter() - w0)
 
 
 def unet_config_str(u):
@@ -222,21 +206,9 @@ def bench_ddim(c, timing):
 
 def main():
     o = parse()
-    if o.threads < 1:
-        sys.exit("torch_images.py: --threads needs a positive integer")
-    # Before torch loads: OpenBLAS and OpenMP read these when they start.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(o.threads)
     global torch, F
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError as e:
-        print(json.dumps({"error": "PyTorch not importable: " + str(e).replace('"', "'")}))
-        sys.exit(3)
+    torch, F = start_torch(o.threads, "torch_images.py")
     sys.path.insert(0, FIXTURES)
-    torch.set_num_threads(o.threads)
-    torch.manual_seed(1337)
     full, tiny, timing = MODELS[o.only]
     bench = {"vae": bench_vae, "dcgan": bench_dcgan, "unet": bench_unet, "ddim": bench_ddim}[o.only]
     model, config, (s, cpu), images, loss = bench(tiny if o.quick else full, QUICK_TIMING if o.quick else timing)

@@ -44,17 +44,19 @@ def parse():
     return ap.parse_args()
 
 
-def timed(fn, min_time, min_reps):
-    """Seconds per call of fn: one warm-up call, then calls until min_time
-    seconds and min_reps calls have passed (bench.lua's time())."""
-    fn()
+def timed(fn, min_time, min_reps, warm=None):
+    """Seconds per call of fn: one warm-up call (of warm, else fn), then
+    calls until min_time seconds and min_reps calls have passed (bench.lua's
+    time()). Also returns the CPU seconds per wall second from the warm-up on."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    (warm or fn)()
     reps, t0 = 0, time.perf_counter()
     while True:
         fn()
         reps += 1
         elapsed = time.perf_counter() - t0
         if reps >= min_reps and elapsed >= min_time:
-            return elapsed / reps
+            return elapsed / reps, (time.process_time() - c0) / (time.perf_counter() - w0)
 
 
 def param(shape, std):
@@ -87,7 +89,7 @@ def train_step(opt, loss_fn, first):
 
 def bench_sgemm(n, quick):
     a, b = torch.randn(n, n), torch.randn(n, n)
-    s = timed(lambda: torch.matmul(a, b), 0.05 if quick else 0.5, 1 if quick else 3)
+    s, _ = timed(lambda: torch.matmul(a, b), 0.05 if quick else 0.5, 1 if quick else 3)
     return 2 * n ** 3 / s / 1e9
 
 
@@ -102,7 +104,7 @@ def bench_mlp(quick):
     x, y = torch.randn(B, D), torch.randint(0, K, (B,))
     first = [None]
     step = train_step(opt, lambda: F.cross_entropy(F.linear(F.relu(F.linear(x, w1, b1)), w2, b2), y), first)
-    s = timed(step, 0.1 if quick else 2, 1 if quick else 10)
+    s, _ = timed(step, 0.1 if quick else 2, 1 if quick else 10)
     return B / s, sum(p.numel() for p in params), first[0]
 
 
@@ -165,28 +167,36 @@ def bench_gpt(cfg, quick):
     mask = torch.triu(torch.ones(cfg["T"], cfg["T"]), 1).bool()  # True above the diagonal: the future
     first = [None]
     step = train_step(opt, lambda: gpt_loss(p, cfg, idx, targets, pos, mask), first)
-    s = timed(step, 0.1 if quick else 3, 1 if quick else 10)
+    s, _ = timed(step, 0.1 if quick else 3, 1 if quick else 10)
     return cfg["B"] * cfg["T"] / s, sum(t.numel() for t in flat), first[0]
+
+
+def start_torch(threads, script):
+    """Imports torch with `threads` threads in one pool (the thread variables
+    are set before OpenBLAS and OpenMP start) and seeds it; returns (torch,
+    torch.nn.functional). Exits with the JSON error line and status 3 when
+    PyTorch cannot be imported."""
+    if threads < 1:
+        sys.exit("%s: --threads needs a positive integer" % script)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    try:
+        import torch
+        import torch.nn.functional as functional
+    except ImportError as e:
+        print(json.dumps({"error": "PyTorch not importable: " + str(e).replace('"', "'")}))
+        sys.exit(3)
+    torch.set_num_threads(threads)
+    torch.manual_seed(1337)
+    return torch, functional
 
 
 def main():
     o = parse()
     if o.mode != "default":
         return main_gpt(o)
-    if o.threads < 1:
-        sys.exit("torch_reference.py: --threads needs a positive integer")
-    # Before torch loads: OpenBLAS and OpenMP read these when they start.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(o.threads)
     global torch, F
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError as e:
-        print(json.dumps({"error": "PyTorch not importable: " + str(e).replace('"', "'")}))
-        sys.exit(3)
-    torch.set_num_threads(o.threads)
-    torch.manual_seed(1337)
+    torch, F = start_torch(o.threads, "torch_reference.py")
 
     results = []
     for n in (256, 512, 1024) if o.quick else (256, 512, 1024, 2048):
@@ -339,7 +349,6 @@ def bench_train_gpt(name, quick):
     B, T, V = c["batch"], c["block"], c["vocab"]
     x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
     first = [None]
-    w0, c0 = time.perf_counter(), time.process_time()
 
     def step():
         _, loss = model(x, y)
@@ -351,12 +360,12 @@ def bench_train_gpt(name, quick):
         opt.zero_grad(set_to_none=True)
 
     min_time, min_reps = (0.1, 1) if quick else TRAIN_TIMING[name]
-    s = timed(step, min_time, min_reps)
+    s, cpu = timed(step, min_time, min_reps)
     params = sum(p.numel() for p in model.parameters())  # the tied head once
     n = params - model.transformer.wpe.weight.numel()  # nanoGPT's estimate_mfu: no position embeddings
     flops = (6 * n + 12 * c["n_layer"] * c["n_embd"] * T) * T * B
     return dict(name=name, config=gpt_config_str(c), ms=s * 1e3, value=B * T / s, params=params,
-                loss=first[0], flops=flops, cpu=(time.process_time() - c0) / (time.perf_counter() - w0))
+                loss=first[0], flops=flops, cpu=cpu)
 
 
 def generate_gpt(model, c, n_new):
@@ -408,12 +417,11 @@ def bench_generate(name, quick):
         n_new = GENERATE_TINY_TOKENS
     model = make_gpt(c)
     model.eval()
-    w0, c0 = time.perf_counter(), time.process_time()
     with torch.inference_mode():
-        s = timed(lambda: generate_gpt(model, c, n_new), 0.05 if quick else 1.0, 1)
+        s, cpu = timed(lambda: generate_gpt(model, c, n_new), 0.05 if quick else 1.0, 1)
     return dict(name=name, config="%s, %d tokens" % (gpt_config_str(c), n_new), ms=s * 1e3, value=n_new / s,
                 params=sum(p.numel() for p in model.parameters()),
-                cpu=(time.process_time() - c0) / (time.perf_counter() - w0))
+                cpu=cpu)
 
 
 def main_gpt(o):
@@ -424,19 +432,8 @@ def main_gpt(o):
     table = GPT_MODELS if o.mode == "train-gpt" else GENERATE_MODELS
     if o.only not in table:
         sys.exit("torch_reference.py: %s needs --only %s" % (o.mode, " | ".join(sorted(table))))
-    if o.threads < 1:
-        sys.exit("torch_reference.py: --threads needs a positive integer")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(o.threads)
     global torch, F
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError as e:
-        print(json.dumps({"error": "PyTorch not importable: " + str(e).replace('"', "'")}))
-        sys.exit(3)
-    torch.set_num_threads(o.threads)
-    torch.manual_seed(1337)
+    torch, F = start_torch(o.threads, "torch_reference.py")
     r = (bench_train_gpt if o.mode == "train-gpt" else bench_generate)(o.only, o.quick)
     r["rss_mib"] = peak_rss_mib()
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "quick": o.quick,
