@@ -81,10 +81,12 @@ local function parse(args, sub)
   return o
 end
 
--- Runs fn once to warm up, then repeatedly until min_time seconds have
--- passed (at least min_reps times). Returns seconds per call.
-local function time(fn, min_time, min_reps)
-  fn()
+-- Runs warm (default fn) once to warm up, then fn repeatedly until min_time
+-- seconds have passed (at least min_reps times). Returns seconds per call,
+-- and the CPU seconds per wall second from the warm-up on.
+local function time(fn, min_time, min_reps, warm)
+  local w0, c0 = gl.clock(), os.clock()
+  ;(warm or fn)()
   local reps, t0 = 0, gl.clock()
   local elapsed
   repeat
@@ -92,7 +94,7 @@ local function time(fn, min_time, min_reps)
     reps = reps + 1
     elapsed = gl.clock() - t0
   until reps >= min_reps and elapsed >= min_time
-  return elapsed / reps
+  return elapsed / reps, (os.clock() - c0) / (gl.clock() - w0)
 end
 
 -- Leaf parameters: normal(0, std^2) entries, or a constant.
@@ -237,19 +239,18 @@ end
 
 -- ---- the PyTorch reference ------------------------------------------------------------
 
--- The reference script: GENLAB_BENCH_REFERENCE, else bench/torch_reference.py
--- in the source tree this file is in (lua/genlab/bench.lua). Returns its
--- path, or nil and why not.
-local function reference_script()
-  local path = os.getenv("GENLAB_BENCH_REFERENCE")
+-- A reference script: the path in environment variable env, else
+-- bench/<name> in the source tree this file is in (lua/genlab/). Returns
+-- its path, or nil and why not.
+local function reference_script(env, name)
+  local path = os.getenv(env)
   if not path or path == "" then
-    local src = debug.getinfo(1, "S").source
-    local file = src:sub(1, 1) == "@" and src:sub(2)
-    if not file then return nil, "bench/torch_reference.py not found (set GENLAB_BENCH_REFERENCE)" end
-    path = (file:match("^(.*)/") or ".") .. "/../../bench/torch_reference.py"
+    local file = debug.getinfo(1, "S").source:match("^@(.*)$")
+    if not file then return nil, ("bench/%s not found (set %s)"):format(name, env) end
+    path = (file:match("^(.*)/") or ".") .. "/../../bench/" .. name
   end
   local f = io.open(path)
-  if not f then return nil, path .. " not found (set GENLAB_BENCH_REFERENCE)" end
+  if not f then return nil, ("%s not found (set %s)"):format(path, env) end
   f:close()
   return path
 end
@@ -500,8 +501,7 @@ local function child_train(m, o)
   local B, T, V = c.batch, c.block, c.vocab
   local x, y = gl.randint(0, V, { B, T }), gl.randint(0, V, { B, T })
   local first
-  local w0, c0 = gl.clock(), os.clock()
-  local s = time(function()
+  local s, cpu = time(function()
     local _, loss = model:forward(x, y)
     first = first or loss:item()
     loss:backward()
@@ -512,7 +512,7 @@ local function child_train(m, o)
   local params = model:num_parameters()
   local n = params - T * c.n_embd -- without the position embedding
   return { config = gpt_config_str(c), ms = s * 1e3, value = B * T / s, params = params, loss = first,
-           flops = (6 * n + 12 * c.n_layer * c.n_embd * T) * T * B, cpu = (os.clock() - c0) / (gl.clock() - w0),
+           flops = (6 * n + 12 * c.n_layer * c.n_embd * T) * T * B, cpu = cpu,
            tensor_peak_mib = gl.memory().peak / 2 ^ 20 }
 end
 
@@ -522,10 +522,9 @@ local function child_generate(m, o)
   local model = gpt_model(c)
   model:eval()
   local prompt = { c.arch == "llama" and 1 or 0 } -- llama2.c starts from BOS (1)
-  local w0, c0 = gl.clock(), os.clock()
-  local s = time(function() gl.generate(model, prompt, { max_new = n, seed = 1 }) end, o.quick and 0.05 or 1, 1)
+  local s, cpu = time(function() gl.generate(model, prompt, { max_new = n, seed = 1 }) end, o.quick and 0.05 or 1, 1)
   return { config = ("%s, %d tokens"):format(gpt_config_str(c), n), ms = s * 1e3, value = n / s,
-           params = model:num_parameters(), cpu = (os.clock() - c0) / (gl.clock() - w0) }
+           params = model:num_parameters(), cpu = cpu }
 end
 
 -- This program's executable (the shell's parent, $PPID, is this process),
@@ -750,7 +749,7 @@ local function gpt_suite(sub, args)
   end
 
   local script, why
-  if o.reference or (o.reference == nil and not o.quick) then script, why = reference_script() end
+  if o.reference or (o.reference == nil and not o.quick) then script, why = reference_script("GENLAB_BENCH_REFERENCE", "torch_reference.py") end
   local best, threads, rounds, exe, torch
   best, threads, rounds, exe, torch, why = measure_rounds(sub, models, o, script, why, function(m)
     return m.reference and (" " .. sub .. " --only " .. shell_quote(m.name))
@@ -829,7 +828,7 @@ function M.main(args)
   if args[1] == "images" then -- the same scheme as gpt_suite, with its helpers
     return require("genlab.bench_images").main(table.move(args, 2, #args, 1, {}), {
       parse = parse, best_of = best_of, measure_rounds = measure_rounds, peak_rss = peak_rss,
-      json_value = json_value, num = num, usage = usage })
+      json_value = json_value, num = num, usage = usage, reference_script = reference_script, time = time })
   end
   local o, err = parse(args)
   if not o or o.help then
@@ -855,7 +854,7 @@ function M.main(args)
 
   -- Without --quick the reference runs unless --no-reference; with it, only on --reference.
   local script, why
-  if o.reference or (o.reference == nil and not o.quick) then script, why = reference_script() end
+  if o.reference or (o.reference == nil and not o.quick) then script, why = reference_script("GENLAB_BENCH_REFERENCE", "torch_reference.py") end
   local rounds = o.rounds or ((script and not o.quick) and 2 or 1)
   local best, ref = {}, nil
   for i = 1, #cases do best[i] = {} end

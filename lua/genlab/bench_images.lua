@@ -56,44 +56,17 @@ local MODELS = {
     cfg = { n = 16, steps = 50, unet = UNET }, tiny = { n = 4, steps = 5, unet = UNET_TINY } },
 }
 
-local function script_path()
-  local path = os.getenv("GENLAB_BENCH_IMAGES_REFERENCE")
-  if not path or path == "" then
-    local file = debug.getinfo(1, "S").source:match("^@(.*)$")
-    if not file then return nil, "bench/torch_images.py not found (set GENLAB_BENCH_IMAGES_REFERENCE)" end
-    path = (file:match("^(.*)/") or ".") .. "/../../bench/torch_images.py"
-  end
-  local f = io.open(path)
-  if not f then return nil, path .. " not found (set GENLAB_BENCH_IMAGES_REFERENCE)" end
-  f:close()
-  return path
-end
-
--- Seconds per call of fn: one warm-up call (of warm, else fn), then calls
--- until min_time seconds and min_reps calls have passed; and the CPU seconds
--- per wall second from the warm-up on.
-local function timed(fn, min_time, min_reps, warm)
-  local w0, c0 = gl.clock(), os.clock()
-  ;(warm or fn)()
-  local reps, t0, elapsed = 0, gl.clock(), 0
-  repeat
-    fn()
-    reps = reps + 1
-    elapsed = gl.clock() - t0
-  until reps >= min_reps and elapsed >= min_time
-  return elapsed / reps, (os.clock() - c0) / (gl.clock() - w0)
-end
-
 local function unet_config_str(u)
   return ("base %d, mults %s, attn %s, %d classes"):format(u.base, table.concat(u.mults, "-"),
                                                            table.concat(u.attn_res, ","), u.num_classes)
 end
 
--- The child's measurements, one function per model: returns the model, its
+-- The child's measurements, one function per model, given its config, the
+-- timing {min_time, min_reps} and bench.lua's time(): returns the model, its
 -- config string, seconds per call, images per call, the first loss, the CPU.
 local child = {}
 
-function child.vae(c, t)
+function child.vae(c, t, timed)
   local model = gl.models.vae { kind = "mlp" }
   local opt = gl.optim.adam(model:parameters(), { lr = 1e-3 })
   local B = c.batch
@@ -109,7 +82,7 @@ function child.vae(c, t)
   return model, ("784-400-20 B%d, Adam"):format(B), s, B, first, cpu
 end
 
-function child.dcgan(c, t)
+function child.dcgan(c, t, timed)
   local model = gl.models.dcgan { size = 28, channels = 1, ngf = c.ngf, ndf = c.ndf }
   local real = gl.rand { c.batch, 1, 28, 28 } * 2 - 1
   local first
@@ -120,7 +93,7 @@ function child.dcgan(c, t)
   return model, ("ngf %d ndf %d B%d, RaLSGAN"):format(c.ngf, c.ndf, c.batch), s, c.batch, first, cpu
 end
 
-function child.unet(c, t)
+function child.unet(c, t, timed)
   local model = gl.models.unet(c.unet)
   model:train()
   local opt = gl.optim.adam(model:parameters(), { lr = 1e-3 })
@@ -139,7 +112,7 @@ function child.unet(c, t)
   return model, ("%s B%d, Adam"):format(unet_config_str(c.unet), B), s, B, first, cpu
 end
 
-function child.ddim(c, t)
+function child.ddim(c, t, timed)
   local model = gl.models.unet(c.unet)
   local ddim = gl.diffusion.ddim { steps = 1000, schedule = "linear" }
   local labels = {}
@@ -213,8 +186,8 @@ local function print_images_table(h, info, rows)
   end
 end
 
--- h: the helpers of bench.lua (parse, fold, best_of, run_json_child,
--- shell_quote, python_path, self_exe, peak_rss, json_value, num, usage).
+-- h: the helpers of bench.lua (parse, best_of, measure_rounds, peak_rss,
+-- json_value, num, usage, reference_script, time).
 function M.main(args, h)
   local o, err = h.parse(args, "images")
   if not o or o.help then
@@ -239,8 +212,8 @@ function M.main(args, h)
     if o.threads then gl.threads(o.threads) end
     gl.seed(1337)
     local m = models[1]
-    local model, config, s, images, loss, cpu = child[m.name](o.quick and m.tiny or m.cfg,
-                                                              o.quick and { 0.05, 1 } or { m.min_time, m.min_reps })
+    local timing = o.quick and { 0.05, 1 } or { m.min_time, m.min_reps }
+    local model, config, s, images, loss, cpu = child[m.name](o.quick and m.tiny or m.cfg, timing, h.time)
     local r = { name = m.name, config = config, ms = s * 1e3, value = images / s, params = model:num_parameters(),
                 loss = loss, cpu = cpu, rss_mib = (h.peak_rss() or 0) / 2 ^ 20 }
     print(h.json_value { threads = gl.threads(), results = { r } })
@@ -248,7 +221,9 @@ function M.main(args, h)
   end
 
   local script, why
-  if o.reference or (o.reference == nil and not o.quick) then script, why = script_path() end
+  if o.reference or (o.reference == nil and not o.quick) then
+    script, why = h.reference_script("GENLAB_BENCH_IMAGES_REFERENCE", "torch_images.py")
+  end
   local best, threads, rounds, exe, torch
   best, threads, rounds, exe, torch, why = h.measure_rounds("images", models, o, script, why, function(m)
     return " --only " .. m.name
