@@ -53,6 +53,28 @@ static void buf_printf(struct gl_serve_buf *b, const char *fmt, ...)
     if (n > 0) gl_serve_buf_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
+/* A metric's HELP and TYPE lines. */
+static void metric_head(struct gl_serve_buf *b, const char *name, const char *type, const char *help)
+{
+    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A metric of one whole value, with its HELP and TYPE lines. */
+static void metric_count(struct gl_serve_buf *b, const char *name, const char *type, const char *help,
+                         unsigned long long v)
+{
+    metric_head(b, name, type, help);
+    buf_printf(b, "%s %llu\n", name, v);
+}
+
+/* A metric of one real value printed with `decimals` decimals. */
+static void metric_real(struct gl_serve_buf *b, const char *name, const char *type, const char *help, int decimals,
+                        double v)
+{
+    metric_head(b, name, type, help);
+    buf_printf(b, "%s %.*f\n", name, decimals, v);
+}
+
 char *gl_serve_metrics_text(void)
 {
     struct gl_serve_buf b = {0};
@@ -64,21 +86,16 @@ char *gl_serve_metrics_text(void)
         fclose(f);
     }
     pthread_mutex_lock(&gl_srv.mu);
-    buf_printf(&b, "# HELP genlab_requests_total HTTP requests answered, by endpoint and status.\n"
-                   "# TYPE genlab_requests_total counter\n");
+    metric_head(&b, "genlab_requests_total", "counter", "HTTP requests answered, by endpoint and status.");
     for (int e = 0; e < GL_SERVE_EP_N; e++)
         for (int s = 100; s < 600; s++)
             if (metrics.requests[e][s])
                 buf_printf(&b, "genlab_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", gl_serve_ep_path[e], s,
                            (unsigned long long)metrics.requests[e][s]);
-    buf_printf(&b, "# HELP genlab_errors_total Requests answered with a status >= 400.\n"
-                   "# TYPE genlab_errors_total counter\ngenlab_errors_total %llu\n",
-               (unsigned long long)metrics.errors);
-    buf_printf(&b, "# HELP genlab_cancelled_total Generations cancelled because the client went away.\n"
-                   "# TYPE genlab_cancelled_total counter\ngenlab_cancelled_total %llu\n",
-               (unsigned long long)metrics.cancelled);
-    buf_printf(&b, "# HELP genlab_request_duration_seconds Generation requests, queued to done.\n"
-                   "# TYPE genlab_request_duration_seconds histogram\n");
+    metric_count(&b, "genlab_errors_total", "counter", "Requests answered with a status >= 400.", metrics.errors);
+    metric_count(&b, "genlab_cancelled_total", "counter", "Generations cancelled because the client went away.",
+                 metrics.cancelled);
+    metric_head(&b, "genlab_request_duration_seconds", "histogram", "Generation requests, queued to done.");
     for (size_t i = 0; i < N_LE; i++)
         buf_printf(&b, "genlab_request_duration_seconds_bucket{le=\"%g\"} %llu\n", latency_le[i],
                    (unsigned long long)metrics.latency_bucket[i]);
@@ -87,31 +104,20 @@ char *gl_serve_metrics_text(void)
                "genlab_request_duration_seconds_sum %.6f\ngenlab_request_duration_seconds_count %llu\n",
                (unsigned long long)metrics.latency_count, metrics.latency_sum,
                (unsigned long long)metrics.latency_count);
-    buf_printf(&b, "# HELP genlab_prompt_tokens_total Prompt tokens read.\n# TYPE genlab_prompt_tokens_total counter\n"
-                   "genlab_prompt_tokens_total %llu\n",
-               (unsigned long long)metrics.prompt_tokens);
-    buf_printf(&b, "# HELP genlab_tokens_generated_total Tokens generated.\n"
-                   "# TYPE genlab_tokens_generated_total counter\ngenlab_tokens_generated_total %llu\n",
-               (unsigned long long)metrics.gen_tokens);
-    buf_printf(&b, "# HELP genlab_generation_seconds_total Seconds spent generating.\n"
-                   "# TYPE genlab_generation_seconds_total counter\ngenlab_generation_seconds_total %.6f\n",
-               metrics.gen_seconds);
-    buf_printf(&b, "# HELP genlab_tokens_per_second Tokens generated per second of generation, so far.\n"
-                   "# TYPE genlab_tokens_per_second gauge\ngenlab_tokens_per_second %.3f\n",
-               metrics.gen_seconds > 0 ? (double)metrics.gen_tokens / metrics.gen_seconds : 0.0);
+    metric_count(&b, "genlab_prompt_tokens_total", "counter", "Prompt tokens read.", metrics.prompt_tokens);
+    metric_count(&b, "genlab_tokens_generated_total", "counter", "Tokens generated.", metrics.gen_tokens);
+    metric_real(&b, "genlab_generation_seconds_total", "counter", "Seconds spent generating.", 6, metrics.gen_seconds);
+    metric_real(&b, "genlab_tokens_per_second", "gauge", "Tokens generated per second of generation, so far.", 3,
+                metrics.gen_seconds > 0 ? (double)metrics.gen_tokens / metrics.gen_seconds : 0.0);
     int waiting;
     bool running;
     gl_serve_jobs_gauges_locked(&waiting, &running);
-    buf_printf(&b, "# HELP genlab_queue_depth Requests waiting for the model.\n"
-                   "# TYPE genlab_queue_depth gauge\ngenlab_queue_depth %d\n"
-                   "# HELP genlab_queue_limit Requests that may wait before 503.\n"
-                   "# TYPE genlab_queue_limit gauge\ngenlab_queue_limit %d\n"
-                   "# HELP genlab_requests_running Requests being generated now (0 or 1).\n"
-                   "# TYPE genlab_requests_running gauge\ngenlab_requests_running %d\n",
-               waiting, gl_srv.o.queue_max, running ? 1 : 0);
+    metric_count(&b, "genlab_queue_depth", "gauge", "Requests waiting for the model.", (unsigned long long)waiting);
+    metric_count(&b, "genlab_queue_limit", "gauge", "Requests that may wait before 503.",
+                 (unsigned long long)gl_srv.o.queue_max);
+    metric_count(&b, "genlab_requests_running", "gauge", "Requests being generated now (0 or 1).", running ? 1 : 0);
     pthread_mutex_unlock(&gl_srv.mu);
-    buf_printf(&b, "# HELP genlab_resident_memory_bytes Resident set size of the server.\n"
-                   "# TYPE genlab_resident_memory_bytes gauge\ngenlab_resident_memory_bytes %lld\n",
-               (long long)pages * sysconf(_SC_PAGESIZE));
+    metric_count(&b, "genlab_resident_memory_bytes", "gauge", "Resident set size of the server.",
+                 (unsigned long long)pages * (unsigned long long)sysconf(_SC_PAGESIZE));
     return b.p ? b.p : strdup("");
 }
