@@ -198,12 +198,15 @@ end
 -- Samples split across threads give the same result bit for bit as one
 -- thread (dw is summed over a fixed partition of the samples): a stride-2
 -- conv2d (dx by col2im), a stride-1 one (dx by the flipped kernel), a
--- conv_transpose2d from 1x1 (no col2im), and 19 samples (uneven blocks).
+-- conv_transpose2d from 1x1 (no col2im), 19 samples (uneven blocks), and one
+-- sample, whose output blocks the threads share (a 17x16 grid: direct_dw
+-- where the CPU has AVX2 and FMA).
 for _, c in ipairs {
   {"conv2d stride 2", gl.conv2d, {5, 3, 6, 6}, {4, 3, 3, 3}, {padding = 1, stride = 2}},
   {"conv2d stride 1", gl.conv2d, {5, 3, 6, 6}, {4, 3, 3, 3}, {padding = 1}},
   {"conv_transpose2d from 1x1", gl.conv_transpose2d, {5, 3, 1, 1}, {3, 4, 4, 4}, {}},
   {"conv2d, 19 samples", gl.conv2d, {19, 2, 5, 5}, {3, 2, 3, 3}, {padding = 1}},
+  {"conv2d, 1 sample", gl.conv2d, {1, 3, 17, 16}, {6, 3, 3, 3}, {padding = 1}},
 } do
   local name, op, xs, ws, o = table.unpack(c)
   local x, w = G.input(xs), G.input(ws)

@@ -3,8 +3,9 @@
 -- loops, over the geometries its padded layout must get right (padding wider
 -- than the kernel reaches, rectangular kernels, dilation, groups, output
 -- channels not a multiple of 4, grids of 1 to 3 vectors); its dx and dw
--- (direct_dw, from 256 grid positions) against finite differences; one
--- sample split among threads; and the bias per sample [N, O].
+-- (direct_dw, from 256 grid positions) against finite differences; and the
+-- bias per sample [N, O]. (test_conv.lua checks one sample split among
+-- threads with the other thread-independence cases.)
 local T = require "tap"
 local G = require "gradcheck"
 local gl = require "genlab"
@@ -69,26 +70,6 @@ for _, threads in ipairs { 1, gl.threads() } do
     T.near_tensor(y, reference(x, w, b, c[4]), 1e-4, ("%s, %d thread%s"):format(c[1], threads, threads > 1 and "s" or ""))
   end
   gl.threads(saved)
-end
-
--- One sample on 2 threads (the threads share its output blocks) gives exactly
--- one thread's values: forward, dx and dw (a 17x17 grid: direct_dw).
-do
-  local x, w = G.input { 1, 3, 17, 16 }, G.input { 6, 3, 3, 3 }
-  local function run(threads)
-    gl.threads(threads)
-    x.grad, w.grad = nil, nil
-    local y = gl.conv2d(x, w, nil, { padding = 1 })
-    y:backward(gl.ones(y:shape()))
-    return y:detach(), x.grad, w.grad
-  end
-  local before = gl.threads()
-  local y1, gx1, gw1 = run(1)
-  local y2, gx2, gw2 = run(2)
-  gl.threads(before)
-  T.near(y2, y1, 0, "1 sample: forward on 2 threads gives exactly 1 thread's values")
-  T.near(gx2, gx1, 0, "1 sample: grad x on 2 threads gives exactly 1 thread's values")
-  T.near(gw2, gw1, 0, "1 sample: grad w on 2 threads gives exactly 1 thread's values")
 end
 
 -- A bias per sample and channel: the same as adding it after the convolution.
