@@ -23,6 +23,7 @@
 #include "autograd/tape.h"
 #include "core/interrupt.h"
 #include "ops/nnops.h"
+#include "ops/simd.h"
 
 static gl_status check_reduction(const char *op, gl_reduction red, bool batchmean_ok)
 {
@@ -93,38 +94,9 @@ static gl_node *record(gl_tensor *out, const char *op, gl_backward_fn fn, gl_ten
 /* ---- class-index losses: cross_entropy and nll_loss ---------------------- */
 
 /* The row loops below are `omp simd` so that -O2 vectorizes them without
- * -ffast-math. Under -ftrapping-math GCC does not if-convert float
- * comparisons, so the two helpers compare bit patterns as integers. */
-
-/* exp(x) for x <= 88: Cephes' expf polynomial, within 2 ulp; 0 for x < -87
- * (expf is below 1.7e-38 there) and -inf; NaN stays NaN. */
-static inline float vexpf(float x)
-{
-    float kf = x * 1.44269504088896341f + 12582912.0f; /* 1.5*2^23 + n, n = round(x / ln 2) */
-    float n = kf - 12582912.0f;
-    float r = x - n * 0.693359375f - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    uint32_t ku, su;
-    memcpy(&ku, &kf, 4);
-    su = (ku - 0x4B400000u + 127u) << 23; /* the bits of 2^n */
-    float scale, y;
-    memcpy(&scale, &su, 4);
-    y = p * scale;
-    int32_t xi, yi;
-    memcpy(&xi, &x, 4);
-    memcpy(&yi, &y, 4);
-    /* x in [-inf, -87): as int32, those bit patterns lie in (bits(-87), bits(-inf)] */
-    int32_t under = xi > (int32_t)0xC2AE0000u && xi <= (int32_t)0xFF800000u;
-    yi &= under - 1;
-    memcpy(&y, &yi, 4);
-    return y;
-}
+ * -ffast-math, with gl_exp_le0 (ops/simd.h) for their exps. Under
+ * -ftrapping-math GCC does not if-convert float comparisons, so the max
+ * compares bit patterns as integers. */
 
 /* max(z[0..C)) through int32 keys ordered like the floats (negative floats
  * flip their magnitude bits). A NaN either wins or is left to the sum of
@@ -227,7 +199,7 @@ static gl_status cross_entropy_backward(gl_node *nd)
             if (y == ignore || !dz) continue;
             float *d = dz + r * C;
 #pragma omp simd
-            for (int64_t c = 0; c < C; c++) d[c] += gr * (vexpf((zr[c] - m) - l) - off);
+            for (int64_t c = 0; c < C; c++) d[c] += gr * (gl_exp_le0((zr[c] - m) - l) - off);
             d[y] -= gr * (1.0f - e);
             continue;
         }
@@ -238,7 +210,7 @@ static gl_status cross_entropy_backward(gl_node *nd)
         if (dz) {
 #pragma omp simd
             for (int64_t c = 0; c < C; c++)
-                dz[r * C + c] += gr * (vexpf((zr[c] - m) - l) * tsum - ((1.0f - e) * tr[c] + off));
+                dz[r * C + c] += gr * (gl_exp_le0((zr[c] - m) - l) * tsum - ((1.0f - e) * tr[c] + off));
         }
         if (dt) {
 #pragma omp simd
@@ -278,7 +250,7 @@ gl_tensor *gl_cross_entropy(gl_tensor *logits, gl_tensor *targets, int64_t ignor
         }
         float m = row_max(zr, C), s = 0.0f, zsum = 0.0f; /* zsum: of z - m */
 #pragma omp simd reduction(+ : s)
-        for (int64_t c = 0; c < C; c++) s += vexpf(zr[c] - m);
+        for (int64_t c = 0; c < C; c++) s += gl_exp_le0(zr[c] - m);
         if (e > 0.0f && !soft) {
 #pragma omp simd reduction(+ : zsum)
             for (int64_t c = 0; c < C; c++) zsum += zr[c] - m;

@@ -20,21 +20,22 @@
 #define GL_ALWAYS_INLINE inline
 #endif
 
-/* e^x for x <= 0 (a softmax's x - max, a sigmoid's -|x|), in a form `omp
- * simd` vectorizes: Cephes' expf (x = n ln2 + r, |r| <= ln2/2, degree-6
- * polynomial for e^r, times 2^n built from the exponent bits); relative
- * error below 1e-7. glibc's expf is a call per element without fast-math.
- * Below -87 (where e^x < 2^-125) it returns 2^-126 instead of a subnormal
- * or 0, which no sum or sigmoid can notice; NaN stays NaN. */
+/* e^x for x <= 0 (a softmax's x - max, a log-sum-exp's x - lse, a sigmoid's
+ * -|x|), in a form `omp simd` vectorizes: Cephes' expf (x = n ln2 + r,
+ * |r| <= ln2/2, degree-6 polynomial for e^r, times 2^n built from the
+ * exponent bits); relative error below 1e-7. glibc's expf is a call per
+ * element without fast-math. Below -87 (where e^x < 1.7e-38) and at -inf it
+ * returns 0; NaN stays NaN. Under -ftrapping-math GCC does not if-convert
+ * float selects, so the range is handled with integer masks. */
 static GL_ALWAYS_INLINE float gl_exp_le0(float x)
 {
-    /* max(x, -87) as a bit blend: a float select lets GCC thread the constant
-     * branch into control flow that blocks vectorization */
-    union { float f; int32_t i; } ux = {.f = x}, lim = {.f = -87.0f};
     int32_t below = -(int32_t)(x < -87.0f);
+    /* max(x, -87) as a bit blend, so that n stays in the exponent's range */
+    union { float f; int32_t i; } ux = {.f = x}, lim = {.f = -87.0f};
     ux.i = (ux.i & ~below) | (lim.i & below);
     x = ux.f;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float kf = x * 1.44269504088896341f + 12582912.0f; /* 1.5*2^23 + n, n = round(x / ln 2) */
+    float n = kf - 12582912.0f;
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float y = 1.9875691500e-4f;
@@ -44,8 +45,11 @@ static GL_ALWAYS_INLINE float gl_exp_le0(float x)
     y = y * r + 1.6666665459e-1f;
     y = y * r + 5.0000001201e-1f;
     y = y * (r * r) + r + 1.0f;
-    union { int32_t i; float f; } two_n = {.i = ((int32_t)n + 127) << 23};
-    return y * two_n.f;
+    union { float f; uint32_t u; } k = {.f = kf}, two_n, out;
+    two_n.u = (k.u - 0x4B400000u + 127u) << 23; /* the bits of 2^n, in unsigned arithmetic (no UB for NaN) */
+    out.f = y * two_n.f;
+    out.u &= ~(uint32_t)below; /* 0 below -87 */
+    return out.f;
 }
 
 #endif
