@@ -23,6 +23,7 @@
 -- (0, r, 2r, ...) * with r = steps_train // steps, walked from the end.
 -- Timesteps here are 0-based, as in the papers' code and diffusers.
 local gl = require "genlab"
+local options = require "genlab.options"
 
 local M = {}
 
@@ -31,15 +32,6 @@ local DEFAULTS = { -- beta_start, beta_end per schedule (cosine ignores them)
   scaled_linear = { 0.00085, 0.012 },
   cosine = { 1e-4, 0.02 },
 }
-
-local function check_keys(op, t, allowed)
-  if t == nil then return {} end
-  if type(t) ~= "table" then error(op .. ": expected an options table", 3) end
-  for k in pairs(t) do
-    if not allowed[k] then error(("%s: unknown option '%s'"):format(op, tostring(k)), 3) end
-  end
-  return t
-end
 
 local function set(list)
   local s = {}
@@ -77,7 +69,7 @@ local CONFIG_KEYS = set { "steps", "schedule", "beta_start", "beta_end", "p_unco
 
 local function new(kind, cfg)
   local op = "diffusion." .. kind
-  cfg = check_keys(op, cfg, CONFIG_KEYS)
+  cfg = options.check(op, cfg, CONFIG_KEYS, 2)
   local T = cfg.steps or 1000
   if math.type(T) ~= "integer" or T < 1 then error(op .. ": steps must be a positive integer", 3) end
   local schedule = cfg.schedule or "linear"
@@ -162,7 +154,7 @@ end
 -- q(x_prev | x_t, x0) with x0 estimated from eps, plus sqrt(variance) * noise
 -- (the "fixed_small" variance) when t > 0. noise defaults to a fresh draw.
 function Scheduler:ddpm_step(eps, t, xt, opts)
-  opts = check_keys("ddpm_step", opts, set { "prev_t", "noise" })
+  opts = options.check("ddpm_step", opts, set { "prev_t", "noise" }, 2)
   local prev = opts.prev_t or t - 1
   local ab_t, ab_prev = self:alpha_bar(t), self:alpha_bar(prev)
   local alpha_t = ab_t / ab_prev
@@ -183,7 +175,7 @@ end
 -- in x_prev step after step: at guidance 3 the Fashion-MNIST UNet's samples
 -- became saturated boxes, 25-62% in the requested class instead of 95-97%.
 function Scheduler:ddim_step(eps, t, prev_t, xt, opts)
-  opts = check_keys("ddim_step", opts, set { "eta", "noise" })
+  opts = options.check("ddim_step", opts, set { "eta", "noise" }, 2)
   local eta = opts.eta or 0
   local ab_t, ab_prev = self:alpha_bar(t), self:alpha_bar(prev_t)
   local x0 = self:_x0(xt, eps, t)
@@ -256,7 +248,7 @@ local SAMPLE_KEYS = set { "labels", "guidance", "steps", "eta", "seed", "shape",
 -- disturbing the global generator. The model runs in eval mode, without
 -- recording, and returns to its mode afterwards.
 function Scheduler:sample(model, n, opts)
-  opts = check_keys("sample", opts, SAMPLE_KEYS)
+  opts = options.check("sample", opts, SAMPLE_KEYS, 2)
   if math.type(n) ~= "integer" or n < 1 then error("sample: n must be a positive integer", 2) end
   local labels = label_tensor(opts.labels, n, model.num_classes)
   if labels ~= nil and not model.num_classes then error("sample: labels need a class-conditional model", 2) end

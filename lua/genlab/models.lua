@@ -16,18 +16,10 @@
 --   gl.models.export(model, dir [, {format = "hf"}])       HF GPT-2 / LLaMA layout
 --   gl.models.summary(model) -> string                     one screen of facts
 local gl = require "genlab"
+local options = require "genlab.options"
 
 local M = gl.models
 local C = { load = M._load, save = M._save, export_hf = M._export_hf }
-
-local function check_opts(op, opts, allowed)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(op .. ": options must be a table", 3) end
-  for k in pairs(opts) do
-    if not allowed[k] then error(("%s: unknown option '%s'"):format(op, tostring(k)), 3) end
-  end
-  return opts
-end
 
 -- The tokenizer named by want (a path: errors propagate), or the one
 -- gl.tokenizer.load finds in dir (tokenizer.json, GPT-2's pair, tokenizer.bin), or nil.
@@ -71,7 +63,7 @@ end
 
 function M.load(path, opts)
   if type(path) ~= "string" then error("models.load: path must be a string", 2) end
-  opts = check_opts("models.load", opts, { tokenizer = true })
+  opts = options.check("models.load", opts, { tokenizer = true }, 2)
   local from_trainer, trainer_info = load_trainer_checkpoint(path)
   if from_trainer then return from_trainer, trainer_info end
   local model, info = C.load(path)
@@ -88,7 +80,7 @@ function M.load(path, opts)
 end
 
 function M.save(model, path, opts)
-  opts = check_opts("models.save", opts, { tokenizer = true })
+  opts = options.check("models.save", opts, { tokenizer = true }, 2)
   local tok = opts.tokenizer
   if tok ~= nil and type(tok) ~= "string" then
     if type(tok) == "userdata" or type(tok) == "table" then
@@ -103,7 +95,7 @@ function M.save(model, path, opts)
 end
 
 function M.export(model, dir, opts)
-  opts = check_opts("models.export", opts, { format = true })
+  opts = options.check("models.export", opts, { format = true }, 2)
   local format = opts.format or "hf"
   if format ~= "hf" then error(("models.export: unknown format '%s' (hf)"):format(tostring(format)), 2) end
   C.export_hf(model, dir)
