@@ -2,7 +2,9 @@
 # genlab bench train-gpt / generate / images: --quick --no-reference runs the
 # tiny sizes in fresh child processes (one per model and thread count) and
 # prints one JSON line with the documented keys and plausible values; usage
-# errors exit 2 naming the problem. Fast: a few seconds.
+# errors exit 2 naming the problem; generate's llama2.c reference is compiled
+# and run at the tiny size, and a missing compiler is one line. Fast: a few
+# seconds.
 GENLAB=${GENLAB:-./genlab}
 n=0; fail=0
 check() { n=$((n + 1)); if eval "$2" >/dev/null 2>&1; then echo "ok $n - $1"; else echo "not ok $n - $1"; fail=1; fi; }
@@ -29,6 +31,32 @@ for key in '"subcommand":"generate"' '"model":"stories15M"' '"model":"char"' '"t
   check "generate JSON has $key" "has gen '$key'"
 done
 check "generate --quick skips stories110M" "! has gen stories110M"
+
+# the llama2.c reference (bench/llama2c_reference.c, compiled with $CC) runs
+# beside stories15M, interleaved at the same thread count: when the compiler
+# builds OpenMP programs here, its side must be in the JSON and the table
+cc=${CC:-cc}
+printf 'int main(void) { return 0; }\n' >"$tmp/omp.c"
+if sh -c "$cc -fopenmp -o $tmp/omp $tmp/omp.c" >/dev/null 2>&1; then
+  "$GENLAB" bench generate --quick --reference --only stories15M --json --threads 1 >"$tmp/l2c" 2>"$tmp/l2c.err"
+  check "generate --reference --quick with llama2.c exits 0" "test $? -eq 0"
+  check "the llama2.c side has tokens/s and the same parameter count (115008)" \
+    "grep -q '\"llama2c\":{[^}]*\"params\":115008[^}]*\"tokens_per_s\":[1-9]' $tmp/l2c"
+  check "the row's ratio is genlab / llama2.c" "has l2c '\"ratio\":[0-9]' && ! has l2c '\"pytorch\"'"
+  check "the JSON names the compiler and no error" \
+    "has l2c '\"llama2c\":{\"compiler\":\"' && ! has l2c 'llama2c\":{[^}]*\"error\"'"
+  "$GENLAB" bench generate --quick --reference --only stories15M --threads 1 >"$tmp/l2ct" 2>&1
+  check "the table's reference columns say llama2.c with positive tokens/s" \
+    "awk '\$1 == \"stories15M\" && \$8 == \"llama2.c\" && \$9 + 0 > 0 { ok = 1 } END { exit !ok }' $tmp/l2ct"
+else
+  n=$((n + 1)); echo "ok $n - # SKIP $cc cannot build OpenMP programs: the llama2.c reference is not checked"
+fi
+CC=/nonexistent/cc "$GENLAB" bench generate --quick --reference --only stories15M --threads 1 >"$tmp/nocc" 2>&1
+check "without a compiler the bench still exits 0" "test $? -eq 0"
+check "without a compiler one line gives the reason" \
+  "test \$(grep -c 'reference: llama2.c not run: /nonexistent/cc not found (set CC)' $tmp/nocc) -eq 1"
+check "without a compiler genlab's stories15M row is still measured" \
+  "awk '\$1 == \"stories15M\" && \$4 + 0 > 0 && \$8 == \"-\" { ok = 1 } END { exit !ok }' $tmp/nocc"
 
 "$GENLAB" bench train-gpt --quick --no-reference --threads 1 --only nanogpt >"$tmp/table" 2>&1
 check "the table names its columns" "has table 'GFLOP/s' && has table 'RSS MiB' && has table 'nanogpt'"

@@ -15,7 +15,9 @@
 -- The reference is bench/torch_reference.py: the same models and timings
 -- in PyTorch, run by /usr/bin/python3 in a child process with the same
 -- thread count. Rounds alternate reference and genlab and keep the best of
--- each, so a change in the machine's load hits both sides alike.
+-- each, so a change in the machine's load hits both sides alike. `bench
+-- generate` also compiles and runs bench/llama2c_reference.c, llama2.c's
+-- forward pass, for its stories15M / stories110M rows.
 local gl = require "genlab"
 
 local M = {}
@@ -40,13 +42,16 @@ usage: genlab bench [--quick] [--threads N] [--json] [--[no-]reference] [--round
   --only NAME     subcommands: measure that model only
   --json          print the results as one JSON line instead of a table
   --reference     also run the PyTorch reference and print genlab/PyTorch ratios
-                  (the default without --quick when /usr/bin/python3 has torch)
+                  (the default without --quick when /usr/bin/python3 has torch);
+                  generate: llama2.c's forward pass beside the stories rows
   --no-reference  do not run it
   --rounds N      measure N times, alternating with the reference; keep the best
                   (default: 2 with the reference, else 1)
 environment: GENLAB_BENCH_REFERENCE (path of torch_reference.py),
              GENLAB_BENCH_IMAGES_REFERENCE (path of torch_images.py),
-             GENLAB_BENCH_PYTHON (interpreter, default /usr/bin/python3)
+             GENLAB_BENCH_PYTHON (interpreter, default /usr/bin/python3),
+             GENLAB_BENCH_LLAMA2C (path of llama2c_reference.c),
+             CC (its C compiler, default cc)
 ]]
 
 local function parse(args, sub)
@@ -419,19 +424,24 @@ end
 -- tokens/s = tokens / (prompt + generation time). The char models have a
 -- shorter context than 256: gl.generate refills the cache with its last
 -- half when full, and torch_reference.py does the same with a hand-written
--- cache. llama2.c is not run: its figures are static, from run.c -Ofast on
--- trained stories15M / stories110M checkpoints on this machine's kind.
+-- cache. The llama2.c rows' reference is bench/llama2c_reference.c (see
+-- llama2c_reference below), run in the same rounds; issue 3's static run.c
+-- -Ofast figures (trained stories15M / stories110M checkpoints on this
+-- machine's kind) are shown beside it, and judge the goals when it cannot run.
 --
 -- --json prints {system, subcommand, quick, rounds, threads = {...}, genlab
--- (the executable), reference = {torch, error}, goals = {{goal, met, value}}
--- (full sizes only), results = {row...}}; a row is {model, label, config,
--- threads (a count, or "best": each side at its best count), genlab = side,
--- pytorch = side, ratio (tokens/s, genlab / PyTorch), mem_ratio (peak RSS),
--- static_ratio and static_mem_ratio (train-gpt without the reference:
--- against PyTorch's static figures), llama2c (static tokens/s), error}, a
--- side {tokens_per_s, ms (per step or per generation), gflops, peak_rss_mib,
--- tensor_peak_mib (train-gpt: the peak of live tensor bytes), params, loss
--- (first step), threads, cpu (CPU seconds per wall second while measured)}.
+-- (the executable), reference = {torch, error}, llama2c = {compiler, error}
+-- (generate, with the references on, for llama2.c rows), goals = {{goal,
+-- met, value}} (full sizes only), results = {row...}}; a row is {model,
+-- label, config, threads (a count, or "best": each side at its best count),
+-- genlab = side, pytorch = side, llama2c = side (the llama2.c reference),
+-- ratio (tokens/s, genlab / the reference: PyTorch, or llama2.c), mem_ratio
+-- (peak RSS, likewise), static_ratio and static_mem_ratio (train-gpt without
+-- the reference: against PyTorch's static figures), llama2c_static (issue
+-- 3's run.c tokens/s, full sizes), error}, a side {tokens_per_s, ms (per
+-- step or per generation), gflops, peak_rss_mib, tensor_peak_mib (train-gpt:
+-- the peak of live tensor bytes), params, loss (first step), threads, cpu
+-- (CPU seconds per wall second while measured)}.
 
 local GPT_TINY = { n_layer = 2, n_head = 2, n_embd = 32, block = 16, batch = 4, vocab = 65, dropout = 0 }
 local LLAMA_TINY = { arch = "llama", vocab = 512, block = 64, n_layer = 2, n_head = 4, n_embd = 64, n_hidden = 128,
@@ -456,7 +466,8 @@ local function train_cfg(name)
   end
 end
 
--- llama2c: run.c tokens/s by thread count (static reference figures).
+-- llama2c: a llama2.c shape, which llama2c_reference runs; the numbers are
+-- issue 3's run.c tokens/s by thread count (static figures).
 local GPT_GENERATE = {
   { name = "stories15M", label = "llama2.c stories15M shape", tokens = 256, llama2c = { 325, 490 },
     tiny = LLAMA_TINY, tiny_tokens = 32,
@@ -516,15 +527,75 @@ local function child_train(m, o)
            tensor_peak_mib = gl.memory().peak / 2 ^ 20 }
 end
 
+-- A generate model's config, new tokens and minimum timing for options o.
+local function generate_shape(m, o)
+  if o.quick then return m.tiny, m.tiny_tokens, 0.05 end
+  return m.cfg, m.tokens, 1
+end
+
 local function child_generate(m, o)
-  local c, n = m.cfg, m.tokens
-  if o.quick then c, n = m.tiny, m.tiny_tokens end
+  local c, n, min_time = generate_shape(m, o)
   local model = gpt_model(c)
   model:eval()
   local prompt = { c.arch == "llama" and 1 or 0 } -- llama2.c starts from BOS (1)
-  local s, cpu = time(function() gl.generate(model, prompt, { max_new = n, seed = 1 }) end, o.quick and 0.05 or 1, 1)
+  local s, cpu = time(function() gl.generate(model, prompt, { max_new = n, seed = 1 }) end, min_time, 1)
   return { config = ("%s, %d tokens"):format(gpt_config_str(c), n), ms = s * 1e3, value = n / s,
            params = model:num_parameters(), cpu = cpu }
+end
+
+-- ---- generate's llama2.c reference ---------------------------------------------------
+--
+-- bench/llama2c_reference.c (or GENLAB_BENCH_LLAMA2C) is run.c's forward
+-- pass and sampling on random weights of a llama2.c row's shape, timed as
+-- child_generate times gl.generate. It is compiled once per bench run the
+-- way issue 3's figures were built, with $CC (a command line, as make takes
+-- it; default cc), into a temporary directory.
+local LLAMA2C_FLAGS = "-Ofast -march=native -fopenmp"
+
+-- Compiles the reference with cc (the compiler's command line). Returns
+-- the temporary directory and the executable, or nil and a one-line reason.
+local function llama2c_build(cc)
+  local src, why = reference_script("GENLAB_BENCH_LLAMA2C", "llama2c_reference.c")
+  if not src then return nil, why end
+  local f = io.popen("mktemp -d 2>/dev/null")
+  local dir = f:read("l")
+  f:close()
+  if not dir or dir == "" then return nil, "mktemp -d failed" end
+  local exe = dir .. "/llama2c_reference"
+  local command = ("%s %s -o %s %s -lm"):format(cc, LLAMA2C_FLAGS, shell_quote(exe), shell_quote(src))
+  f = io.popen(("sh -c %s 2>&1"):format(shell_quote(command))) -- a shell error in cc is output too
+  local out = f:read("a")
+  local _, how, code = f:close()
+  if how == "exit" and code == 0 then return dir, exe end
+  os.remove(dir)
+  if how == "exit" and code == 127 then return nil, cc .. " not found (set CC)" end
+  local line = out:match("[^\n]*error[^\n]*") or out:match("([^\n]+)\n*$")
+  return nil, ("%s %s failed%s"):format(cc, LLAMA2C_FLAGS, line and ": " .. line or "")
+end
+
+-- The llama2.c reference as measure_rounds' native argument: run(m, t)
+-- compiles the program on first use, then measures model m on t threads
+-- (OMP_NUM_THREADS) and returns run_json_child's answer; nothing for a
+-- model without a llama2.c shape. close() removes the program.
+local function llama2c_reference(o)
+  local cc = os.getenv("CC") or "cc"
+  local ref = { label = "llama2.c", compiler = cc .. " " .. LLAMA2C_FLAGS }
+  local dir, exe
+  function ref.run(m, t)
+    if not m.llama2c then return end
+    if not exe then
+      dir, exe = llama2c_build(cc)
+      if not dir then return nil, exe end
+    end
+    local c, n, min_time = generate_shape(m, o)
+    return run_json_child(("OMP_NUM_THREADS=%d %s %d %d %d %d %d %d %d %g"):format(t, shell_quote(exe), c.n_embd,
+      c.n_hidden, c.n_layer, c.n_head, c.vocab, c.block, n, min_time), "llama2c_reference", exe .. " not found")
+  end
+  function ref.close()
+    if exe then os.remove(exe) end
+    if dir then os.remove(dir) end
+  end
+  return ref
 end
 
 -- This program's executable (the shell's parent, $PPID, is this process),
@@ -584,12 +655,21 @@ local function print_gpt_table(sub, info, rows)
   print(info.system)
   print(("genlab %s: each model, side and thread count in a fresh process; best of %d round%s%s")
     :format(sub, info.rounds, info.rounds > 1 and "s" or "", info.quick and "   (--quick: tiny sizes)" or ""))
-  local ref = info.reference
+  local ref, l2 = info.reference, info.llama2c
   if ref and ref.torch then
     print(("reference: PyTorch %s, rounds alternate PyTorch and genlab; speed = genlab / PyTorch tokens/s (> 1: "
       .. "genlab faster)%s"):format(ref.torch, sub == "train-gpt" and ", memory = genlab / PyTorch peak RSS" or ""))
   end
   if ref and ref.error then print("reference: " .. (ref.torch and "a run failed: " or "not run: ") .. ref.error) end
+  if l2 then
+    local ran = false
+    for _, r in ipairs(rows) do ran = ran or r.llama2c ~= nil end
+    if ran then
+      print(("reference: llama2.c's forward pass for its shapes (bench/llama2c_reference.c, %s), rounds "
+        .. "alternate it and genlab; speed = genlab / llama2.c tokens/s"):format(l2.compiler))
+    end
+    if l2.error then print(("reference: llama2.c %s: %s"):format(ran and "a run failed" or "not run", l2.error)) end
+  end
   print()
   local hdr, fmt
   if sub == "train-gpt" then
@@ -598,15 +678,15 @@ local function print_gpt_table(sub, info, rows)
                      "GFLOP/s", "RSS MiB", "CPU", "speed", "memory")
     print(("%-20s | %-43s | %-43s |"):format("", "genlab", "PyTorch"))
   else
-    fmt = "%-12s %-9s | %9s %8s %4s | %9s %8s %4s | %6s | %s"
-    hdr = fmt:format("model", "threads", "tokens/s", "RSS MiB", "CPU", "tokens/s", "RSS MiB", "CPU", "speed",
-                     "llama2.c tokens/s")
-    print(("%-22s | %-23s | %-23s |        | %s"):format("", "genlab", "PyTorch", "(static, not run here)"))
+    fmt = "%-12s %-9s | %9s %8s %4s | %-8s %9s %8s %4s | %6s | %s"
+    hdr = fmt:format("model", "threads", "tokens/s", "RSS MiB", "CPU", "which", "tokens/s", "RSS MiB", "CPU", "speed",
+                     "tokens/s")
+    print(("%-22s | %-23s | %-32s |        | %s"):format("", "genlab", "reference", "llama2.c, issue 3"))
   end
   print(hdr)
   print((hdr:gsub("[^|]", "-")))
   for _, r in ipairs(rows) do
-    local g, p = r.genlab or {}, r.pytorch or {}
+    local g, p = r.genlab or {}, r.pytorch or r.llama2c or {}
     local th = tostring(r.threads)
     if r.threads == "best" then th = ("best %s/%s"):format(g.threads or "-", p.threads or "-") end
     local gv = r.error and "failed" or num(g.tokens_per_s)
@@ -615,8 +695,10 @@ local function print_gpt_table(sub, info, rows)
                        num(g.cpu, "%.2f"), num(p.ms), num(p.tokens_per_s), num(p.gflops, "%.2f"),
                        num(p.peak_rss_mib, "%.0f"), num(p.cpu, "%.2f"), num(r.ratio, "%.2f"), num(r.mem_ratio, "%.3f")))
     else
-      print(fmt:format(r.model, th, gv, num(g.peak_rss_mib, "%.0f"), num(g.cpu, "%.2f"), num(p.tokens_per_s),
-                       num(p.peak_rss_mib, "%.0f"), num(p.cpu, "%.2f"), num(r.ratio, "%.2f"), num(r.llama2c, "%.0f")))
+      local which = r.pytorch and "PyTorch" or r.llama2c and "llama2.c" or "-"
+      print(fmt:format(r.model, th, gv, num(g.peak_rss_mib, "%.0f"), num(g.cpu, "%.2f"), which, num(p.tokens_per_s),
+                       num(p.peak_rss_mib, "%.0f"), num(p.cpu, "%.2f"), num(r.ratio, "%.2f"),
+                       num(r.llama2c_static, "%.0f")))
     end
     if r.error then print("  error: " .. r.error) end
   end
@@ -633,26 +715,26 @@ local function print_gpt_table(sub, info, rows)
   for _, r in ipairs(rows) do
     if not seen[r.model] then
       seen[r.model] = true
-      local g, p = r.genlab or {}, r.pytorch or {}
+      local g, p = r.genlab or {}, r.pytorch or r.llama2c or {}
       local s = ("  %-11s %s: %s; genlab %s"):format(r.model, r.label, r.config, num(g.params, "%d"))
       if g.loss then s = s .. (", %.4f"):format(g.loss) end
       if g.tensor_peak_mib then s = s .. (", tensors' peak %.0f MiB"):format(g.tensor_peak_mib) end
       if p.params then
-        s = s .. ("; PyTorch %d"):format(p.params)
+        s = s .. ("; %s %d"):format(r.pytorch and "PyTorch" or "llama2.c", p.params)
         if p.loss then s = s .. (", %.4f"):format(p.loss) end
         if p.params ~= g.params and g.params then s = s .. "  PARAMETER COUNTS DIFFER" end
       end
       print(s)
     end
   end
-  if #info.threads > 1 then print("  best G/P: each side at its best thread count, genlab's G, PyTorch's P") end
+  if #info.threads > 1 then print("  best G/R: each side at its best thread count, genlab's G, the reference's R") end
   print("  CPU: the process's CPU seconds per wall second while measured (1 = one busy core; under 1 thread's"
     .. " count: the machine's load took the rest)")
   if sub == "train-gpt" then
     print("  GFLOP/s: nanoGPT's estimate, (6 N + 12 L C T) T B per step, N = parameters without wpe")
   else
-    print("  generation: one-token prompt, the new tokens above, temperature 1, no top-k/top-p; llama2.c: run.c"
-      .. " -Ofast, trained weights, 1 / 2 threads")
+    print("  generation: one-token prompt, the new tokens above, temperature 1, no top-k/top-p; llama2.c, issue 3:"
+      .. " run.c -Ofast on trained weights, 1 / 2 threads")
   end
   if info.goals then
     print()
@@ -665,8 +747,11 @@ end
 -- reference (when script is set and ref_args(m) gives its arguments) and
 -- genlab alternating, each in a fresh process, every side's best kept in
 -- best[model name][side][threads]. A failing reference stops the others.
+-- native (generate only; see llama2c_reference) is a second reference,
+-- run before PyTorch in each round: its best goes to side "native", and a
+-- failure stops it and sets native.error.
 -- Returns best, threads, rounds, exe, and the reference's torch and why.
-local function measure_rounds(sub, models, o, script, why, ref_args, unit, fmt)
+local function measure_rounds(sub, models, o, script, why, ref_args, unit, fmt, native)
   local threads
   if o.threads then
     threads = { o.threads }
@@ -680,16 +765,25 @@ local function measure_rounds(sub, models, o, script, why, ref_args, unit, fmt)
     io.stderr:write("genlab bench ", sub, ": ", why_exe, "\n")
     os.exit(1)
   end
-  local rounds = o.rounds or ((script and not o.quick) and 2 or 1)
+  local rounds = o.rounds or (((script or native) and not o.quick) and 2 or 1)
   local torch
   local best = {}
   for _, m in ipairs(models) do
-    best[m.name] = { genlab = {}, pytorch = {} }
+    best[m.name] = { genlab = {}, pytorch = {}, native = {} }
     for _, t in ipairs(threads) do
-      local bg, bp = {}, {}
-      best[m.name].genlab[t], best[m.name].pytorch[t] = bg, bp
+      local bg, bp, bn = {}, {}, {}
+      best[m.name].genlab[t], best[m.name].pytorch[t], best[m.name].native[t] = bg, bp, bn
       for round = 1, rounds do
         local line = {}
+        if native and not native.error then
+          local top, res = native.run(m, t)
+          if top then
+            fold(bn, res[1] or {}, t)
+            line[#line + 1] = ("%s %s %s"):format(native.label, num(res[1] and res[1].value, fmt), unit)
+          elseif res then
+            native.error = res
+          end
+        end
         local extra = script and ref_args(m)
         if extra then
           local top, res = run_torch(script, o, t, extra)
@@ -748,22 +842,28 @@ local function gpt_suite(sub, args)
     return
   end
 
-  local script, why
-  if o.reference or (o.reference == nil and not o.quick) then script, why = reference_script("GENLAB_BENCH_REFERENCE", "torch_reference.py") end
+  local script, why, native
+  if o.reference or (o.reference == nil and not o.quick) then
+    script, why = reference_script("GENLAB_BENCH_REFERENCE", "torch_reference.py")
+    for _, m in ipairs(models) do
+      if m.llama2c then native = llama2c_reference(o) end
+    end
+  end
   local best, threads, rounds, exe, torch
   best, threads, rounds, exe, torch, why = measure_rounds(sub, models, o, script, why, function(m)
     return m.reference and (" " .. sub .. " --only " .. shell_quote(m.name))
-  end, "tokens/s")
+  end, "tokens/s", nil, native)
+  if native then native.close() end
 
   local rows, goals, failed = {}, {}, 0
-  local function row(m, t, g, p)
+  local function row(m, t, g, p, n)
     local r = { model = m.name, label = m.label, config = g.config or p.config or gpt_config_str(m.cfg),
-                threads = t, genlab = side(g), pytorch = side(p), error = not g.value and g.error or nil }
-    if r.genlab and r.pytorch then
-      r.ratio = r.genlab.tokens_per_s / r.pytorch.tokens_per_s
-      if r.genlab.peak_rss_mib and r.pytorch.peak_rss_mib then
-        r.mem_ratio = r.genlab.peak_rss_mib / r.pytorch.peak_rss_mib
-      end
+                threads = t, genlab = side(g), pytorch = side(p), llama2c = side(n),
+                error = not g.value and g.error or nil }
+    local ref = r.pytorch or r.llama2c
+    if r.genlab and ref then
+      r.ratio = r.genlab.tokens_per_s / ref.tokens_per_s
+      if r.genlab.peak_rss_mib and ref.peak_rss_mib then r.mem_ratio = r.genlab.peak_rss_mib / ref.peak_rss_mib end
     end
     local ts = m.torch_static
     if ts and r.genlab and not r.pytorch and not o.quick then
@@ -772,19 +872,34 @@ local function gpt_suite(sub, args)
       if ts.rss_mib and r.genlab.peak_rss_mib then r.static_mem_ratio = r.genlab.peak_rss_mib / ts.rss_mib end
     end
     if m.llama2c and not o.quick then
-      r.llama2c = t == "best" and math.max(table.unpack(m.llama2c)) or m.llama2c[t]
+      r.llama2c_static = t == "best" and math.max(table.unpack(m.llama2c)) or m.llama2c[t]
     end
     rows[#rows + 1] = r
     return r
+  end
+  -- issue 3: at least llama2.c's tokens/s on each thread count; issue 3's
+  -- figures when it did not run.
+  local function llama2c_goal(m, r)
+    local ref, what = r.llama2c and r.llama2c.tokens_per_s, "llama2.c's (run here)"
+    if not ref and r.llama2c_static then
+      ref, what = r.llama2c_static, ("llama2.c's static %d"):format(r.llama2c_static)
+    end
+    if not (ref and r.genlab) then return end
+    goals[#goals + 1] = { goal = ("%s, %d thread%s: tokens/s at least %s"):format(m.name, r.threads,
+                          r.threads > 1 and "s" or "", what), met = r.genlab.tokens_per_s >= ref,
+                          value = r.genlab.tokens_per_s / ref }
   end
   for _, m in ipairs(models) do
     local b = best[m.name]
     local last
     for _, t in ipairs(threads) do
-      last = row(m, t, b.genlab[t], b.pytorch[t])
+      last = row(m, t, b.genlab[t], b.pytorch[t], b.native[t])
       if last.error then failed = failed + 1 end
+      if m.llama2c and not o.quick then llama2c_goal(m, last) end
     end
-    if #threads > 1 then last = row(m, "best", best_of(b.genlab, threads), best_of(b.pytorch, threads)) end
+    if #threads > 1 then
+      last = row(m, "best", best_of(b.genlab, threads), best_of(b.pytorch, threads), best_of(b.native, threads))
+    end
     if not o.quick then
       local ratio, mem, static = last.ratio, last.mem_ratio, ""
       if not ratio and last.static_ratio then
@@ -809,6 +924,10 @@ local function gpt_suite(sub, args)
                  genlab = exe, goals = #goals > 0 and goals or nil, results = rows }
   if torch or why then info.reference = { torch = torch, error = why } end
   if why and o.json then io.stderr:write("genlab bench: reference: ", why, "\n") end
+  if native then
+    info.llama2c = { compiler = native.compiler, error = native.error }
+    if native.error and o.json then io.stderr:write("genlab bench: llama2.c reference: ", native.error, "\n") end
+  end
   if o.json then
     print(json_value(info))
   else
