@@ -119,14 +119,6 @@ static inline void put_sums(float *y, const float *t, const float *b, int64_t k,
 static inline void put4_plain(float *y, const float *t, const float *b, bool acc) { put_sums(y, t, b, 4, acc); }
 
 #ifdef HAVE_AVX2_PATH
-/* put_sums of 4, as 4-wide vectors: the same additions (a missing bias
- * adds 0, as there). Scalar, the stores took 5% of a char GPT token. */
-__attribute__((target("avx2,fma"))) static inline void put4_avx2(float *y, const float *t, const float *b, bool acc)
-{
-    __m128 v = _mm_add_ps(_mm_loadu_ps(t), b ? _mm_loadu_ps(b) : _mm_setzero_ps());
-    _mm_storeu_ps(y, acc ? _mm_add_ps(_mm_loadu_ps(y), v) : v);
-}
-
 /* The 4 sums of the vectors s[k] (hadd transposition), in the order dot4_avx2 uses. */
 __attribute__((target("avx2,fma"))) static inline __m128 hsum4(const __m256 *s)
 {
@@ -198,11 +190,14 @@ __attribute__((target("avx2,fma"))) static void rows_stream_avx2(float *y, const
         _mm_prefetch(p_ + 64, _MM_HINT_T0);                        \
     } while (0)
 
-/* y[k] = W[k] . x for the 4 rows k of W (stride I), the rows side by side:
+/* The 4 sums W[k] . x of the rows k of W (stride I), the rows side by side:
  * x is loaded once for the four. For weights in cache (the char GPT: 3 MB
  * of weights); from DRAM, four rows next to each other are one stream to
- * the prefetcher (rows_stream_avx2). */
-__attribute__((target("avx2,fma"))) static void dot4_side(float *y, const float *W, const float *x, int64_t I)
+ * the prefetcher (rows_stream_avx2). Inlined into its loops (rows_side),
+ * whose stores then take the sums from a register: through memory, the
+ * store-to-load forwarding took 5% of a char GPT token. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m128 dot4_side_v(const float *W, const float *x,
+                                                                                  int64_t I)
 {
     const float *w0 = W, *w1 = W + I, *w2 = W + 2 * I, *w3 = W + 3 * I;
     __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -215,19 +210,21 @@ __attribute__((target("avx2,fma"))) static void dot4_side(float *y, const float 
         s[2] = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + i), xv, s[2]);
         s[3] = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + i), xv, s[3]);
     }
+    __m128 r = hsum4(s);
+    if (i == I) return r;
     float t[4];
-    _mm_storeu_ps(t, hsum4(s));
-    for (int k = 0; k < 4; k++) {
+    _mm_storeu_ps(t, r);
+    for (int k = 0; k < 4; k++)
         for (int64_t j = i; j < I; j++) t[k] += W[k * I + j] * x[j];
-        y[k] = t[k];
-    }
+    return _mm_loadu_ps(t);
 }
 
-/* y0[k] = W[k] . x0 and y1[k] = W[k] . x1 for the 4 rows k of W (stride
+/* The sums W[k] . x0 and W[k] . x1 (in *r1) for the 4 rows k of W (stride
  * I): two tokens (a token and its twin, forward_chunk) share each load of
- * W. Each sum is dot4_side's, in its order. */
-__attribute__((target("avx2,fma"))) static void dot4x2_avx2(float *y0, float *y1, const float *W, const float *x0,
-                                                           const float *x1, int64_t I)
+ * W. Each sum is dot4_side_v's, in its order. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m128 dot4x2_v(__m128 *r1, const float *W,
+                                                                               const float *x0, const float *x1,
+                                                                               int64_t I)
 {
     const float *w0 = W, *w1 = W + I, *w2 = W + 2 * I, *w3 = W + 3 * I;
     __m256 s[4], t[4];
@@ -241,13 +238,58 @@ __attribute__((target("avx2,fma"))) static void dot4x2_avx2(float *y0, float *y1
         w = _mm256_loadu_ps(w2 + i), s[2] = _mm256_fmadd_ps(w, a, s[2]), t[2] = _mm256_fmadd_ps(w, b, t[2]);
         w = _mm256_loadu_ps(w3 + i), s[3] = _mm256_fmadd_ps(w, a, s[3]), t[3] = _mm256_fmadd_ps(w, b, t[3]);
     }
-    _mm_storeu_ps(y0, hsum4(s));
-    _mm_storeu_ps(y1, hsum4(t));
+    __m128 r0 = hsum4(s);
+    *r1 = hsum4(t);
+    if (i == I) return r0;
+    float y0[4], y1[4];
+    _mm_storeu_ps(y0, r0);
+    _mm_storeu_ps(y1, *r1);
     for (int k = 0; k < 4; k++)
         for (int64_t j = i; j < I; j++) {
             y0[k] += W[k * I + j] * x0[j];
             y1[k] += W[k * I + j] * x1[j];
         }
+    *r1 = _mm_loadu_ps(y1);
+    return _mm_loadu_ps(y0);
+}
+
+__attribute__((target("avx2,fma"))) static void dot4_side(float *y, const float *W, const float *x, int64_t I)
+{
+    _mm_storeu_ps(y, dot4_side_v(W, x, I));
+}
+
+__attribute__((target("avx2,fma"))) static void dot4x2_avx2(float *y0, float *y1, const float *W, const float *x0,
+                                                           const float *x1, int64_t I)
+{
+    __m128 r1, r0 = dot4x2_v(&r1, W, x0, x1, I);
+    _mm_storeu_ps(y0, r0);
+    _mm_storeu_ps(y1, r1);
+}
+
+/* put_sums of 4 from a register: the same additions (a missing bias adds 0, as there). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void put4_avx2(float *y, __m128 t, const float *b,
+                                                                              bool acc)
+{
+    __m128 v = _mm_add_ps(t, b ? _mm_loadu_ps(b) : _mm_setzero_ps());
+    _mm_storeu_ps(y, acc ? _mm_add_ps(_mm_loadu_ps(y), v) : v);
+}
+
+/* rows and rows2 (see rows_plain) of the kernels above. */
+__attribute__((target("avx2,fma"))) static void rows_side(float *y, const float *W, const float *x, int64_t I,
+                                                         int64_t nb, const float *b, bool acc)
+{
+    for (int64_t j = 0; j < nb; j++) put4_avx2(y + 4 * j, dot4_side_v(W + 4 * j * I, x, I), b ? b + 4 * j : NULL, acc);
+}
+
+__attribute__((target("avx2,fma"))) static void rows2_avx2(float *y0, float *y1, const float *W, const float *x0,
+                                                          const float *x1, int64_t I, int64_t nb, const float *b,
+                                                          bool acc)
+{
+    for (int64_t j = 0; j < nb; j++) {
+        __m128 r1, r0 = dot4x2_v(&r1, W + 4 * j * I, x0, x1, I);
+        put4_avx2(y0 + 4 * j, r0, b ? b + 4 * j : NULL, acc);
+        put4_avx2(y1 + 4 * j, r1, b ? b + 4 * j : NULL, acc);
+    }
 }
 #endif
 
@@ -267,33 +309,25 @@ static void dot4x2_plain(float *y0, float *y1, const float *W, const float *x0, 
  * two tokens x0, x1 into y0, y1. The loop over blocks lives in each
  * kernel's own function, where dot4 inlines: through a pointer per block,
  * the call and the stores took 7% of a char GPT token. */
-#define ROWS_FN(name, attr, dot4, put4)                                                                    \
-    attr static void name(float *y, const float *W, const float *x, int64_t I, int64_t nb, const float *b, \
-                          bool acc)                                                                        \
-    {                                                                                                      \
-        for (int64_t j = 0; j < nb; j++) {                                                                 \
-            float t[4];                                                                                    \
-            dot4(t, W + 4 * j * I, x, I);                                                                  \
-            put4(y + 4 * j, t, b ? b + 4 * j : NULL, acc);                                                 \
-        }                                                                                                  \
+static void rows_plain(float *y, const float *W, const float *x, int64_t I, int64_t nb, const float *b, bool acc)
+{
+    for (int64_t j = 0; j < nb; j++) {
+        float t[4];
+        dot4_plain(t, W + 4 * j * I, x, I);
+        put4_plain(y + 4 * j, t, b ? b + 4 * j : NULL, acc);
     }
-#define ROWS2_FN(name, attr, dot4x2, put4)                                                                   \
-    attr static void name(float *y0, float *y1, const float *W, const float *x0, const float *x1, int64_t I, \
-                          int64_t nb, const float *b, bool acc)                                              \
-    {                                                                                                        \
-        for (int64_t j = 0; j < nb; j++) {                                                                   \
-            float t[8];                                                                                      \
-            dot4x2(t, t + 4, W + 4 * j * I, x0, x1, I);                                                      \
-            put4(y0 + 4 * j, t, b ? b + 4 * j : NULL, acc);                                                  \
-            put4(y1 + 4 * j, t + 4, b ? b + 4 * j : NULL, acc);                                              \
-        }                                                                                                    \
+}
+
+static void rows2_plain(float *y0, float *y1, const float *W, const float *x0, const float *x1, int64_t I, int64_t nb,
+                        const float *b, bool acc)
+{
+    for (int64_t j = 0; j < nb; j++) {
+        float t[8];
+        dot4x2_plain(t, t + 4, W + 4 * j * I, x0, x1, I);
+        put4_plain(y0 + 4 * j, t, b ? b + 4 * j : NULL, acc);
+        put4_plain(y1 + 4 * j, t + 4, b ? b + 4 * j : NULL, acc);
     }
-#ifdef HAVE_AVX2_PATH
-ROWS_FN(rows_side, __attribute__((target("avx2,fma"))), dot4_side, put4_avx2)
-ROWS2_FN(rows2_avx2, __attribute__((target("avx2,fma"))), dot4x2_avx2, put4_avx2)
-#endif
-ROWS_FN(rows_plain, , dot4_plain, put4_plain)
-ROWS2_FN(rows2_plain, , dot4x2_plain, put4_plain)
+}
 
 static void rows_stream_plain(float *y, const float *W, const float *x, int64_t I, int64_t m, const float *b, bool acc)
 {
@@ -424,6 +458,7 @@ static void norm(float *y, const float *x, const float *w, const float *b, int64
 #pragma omp simd reduction(+ : ss)
             for (int64_t i = 0; i < C; i++) ss += xr[i] * xr[i];
             float r = 1.0f / sqrtf(ss / (float)C + eps);
+#pragma omp simd
             for (int64_t i = 0; i < C; i++) yr[i] = xr[i] * r * w[i];
             continue;
         }
@@ -434,7 +469,15 @@ static void norm(float *y, const float *x, const float *w, const float *b, int64
 #pragma omp simd reduction(+ : var)
         for (int64_t i = 0; i < C; i++) var += (xr[i] - mean) * (xr[i] - mean);
         float r = 1.0f / sqrtf(var / (float)C + eps);
-        for (int64_t i = 0; i < C; i++) yr[i] = (xr[i] - mean) * r * w[i] + (b ? b[i] : 0.0f);
+        /* two loops (with the test of b inside, the loop stayed scalar), each
+         * `omp simd`: -O2 does not vectorize loops that need alias checks */
+        if (b) {
+#pragma omp simd
+            for (int64_t i = 0; i < C; i++) yr[i] = (xr[i] - mean) * r * w[i] + b[i];
+        } else {
+#pragma omp simd
+            for (int64_t i = 0; i < C; i++) yr[i] = (xr[i] - mean) * r * w[i] + 0.0f;
+        }
     }
 }
 

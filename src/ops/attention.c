@@ -850,15 +850,140 @@ static void decode_row(float *restrict o, const float *restrict q, const float *
     for (int64_t i = 0; i < HS; i++) o[i] *= inv;
 }
 
-/* Task th of gl_attention_decode: query row th / NH, head th % NH. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DECODE_AVX2 1
+
+/* The sums of lanes [0, 4) and [4, 8) of s and of t: [s0+s4, s1+s5, s2+s6, s3+s7 | the same of t]. */
+__attribute__((target("avx2"))) static inline __m256 fold_halves(__m256 s, __m256 t)
+{
+    return _mm256_add_ps(_mm256_permute2f128_ps(s, t, 0x20), _mm256_permute2f128_ps(s, t, 0x31));
+}
+
+/* scale * dot(q, k_r, HS) for the 4 keys k0..k3 (HS % 16 == 0), each sum in
+ * dot()'s operations and order: lanes s0..s7 and t0..t7 as two vectors of
+ * products added in turn, then ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)), the
+ * same over t, and (0 + that) + the t sum; the four keys' final sums run
+ * side by side, after an in-lane 4x4 transposition. The accumulators are
+ * named variables: as arrays, GCC kept them in memory. */
+__attribute__((target("avx2"))) static inline __m128 decode_scores4(const float *q, const float *k0, const float *k1,
+                                                                    const float *k2, const float *k3, int64_t HS,
+                                                                    float scale)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0;
+    for (int64_t i = 0; i < HS; i += 16) {
+        __m256 qa = _mm256_loadu_ps(q + i), qb = _mm256_loadu_ps(q + i + 8);
+        s0 = _mm256_add_ps(s0, _mm256_mul_ps(qa, _mm256_loadu_ps(k0 + i)));
+        t0 = _mm256_add_ps(t0, _mm256_mul_ps(qb, _mm256_loadu_ps(k0 + i + 8)));
+        s1 = _mm256_add_ps(s1, _mm256_mul_ps(qa, _mm256_loadu_ps(k1 + i)));
+        t1 = _mm256_add_ps(t1, _mm256_mul_ps(qb, _mm256_loadu_ps(k1 + i + 8)));
+        s2 = _mm256_add_ps(s2, _mm256_mul_ps(qa, _mm256_loadu_ps(k2 + i)));
+        t2 = _mm256_add_ps(t2, _mm256_mul_ps(qb, _mm256_loadu_ps(k2 + i + 8)));
+        s3 = _mm256_add_ps(s3, _mm256_mul_ps(qa, _mm256_loadu_ps(k3 + i)));
+        t3 = _mm256_add_ps(t3, _mm256_mul_ps(qb, _mm256_loadu_ps(k3 + i + 8)));
+    }
+    __m256 u0 = fold_halves(s0, t0), u1 = fold_halves(s1, t1), u2 = fold_halves(s2, t2), u3 = fold_halves(s3, t3);
+    __m256 a0 = _mm256_unpacklo_ps(u0, u1), a1 = _mm256_unpackhi_ps(u0, u1);
+    __m256 a2 = _mm256_unpacklo_ps(u2, u3), a3 = _mm256_unpackhi_ps(u2, u3);
+    __m256 c0 = _mm256_shuffle_ps(a0, a2, 0x44), c1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+    __m256 c2 = _mm256_shuffle_ps(a1, a3, 0x44), c3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+    __m256 ab = _mm256_add_ps(_mm256_add_ps(c0, c2), _mm256_add_ps(c1, c3)); /* [s sums | t sums] of the 4 keys */
+    __m128 d = _mm_add_ps(_mm_add_ps(_mm_setzero_ps(), _mm256_castps256_ps128(ab)), _mm256_extractf128_ps(ab, 1));
+    return _mm_mul_ps(_mm_set1_ps(scale), d);
+}
+
+/* decode_row for keys [lo, hi) in one chunk (0 < hi - lo <= DECODE_CHUNK)
+ * and HS % 16 == 0, with AVX2 and the same numbers: the scores as dot(), the
+ * exponentials elementwise, their sum l in the order GCC gives decode_row's
+ * `omp simd` reduction on the x86-64 baseline (lane k of 4 adds the keys
+ * j = k mod 4 of the whole groups of 4, lane 0 then the rest, then l = 0 +
+ * lane 0 + lane 1 + lane 2 + lane 3), and o[i] = (0 + p_lo v_lo[i] +
+ * p_lo+1 v_lo+1[i] + ...) / l, key by key. A char GPT head (48 keys, HS 32)
+ * takes 0.30 us here against the plain loop's 0.73. */
+__attribute__((target("avx2"))) static void decode_row_avx2(float *restrict o, const float *restrict q,
+                                                            const float *k, const float *v, int64_t lo, int64_t hi,
+                                                            int64_t HS, float scale)
+{
+    float sc[DECODE_CHUNK] __attribute__((aligned(32)));
+    int64_t n = hi - lo;
+    __m128 m4 = _mm_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < n; j += 4) { /* a last group of under 4 repeats its last key */
+        const float *kr = k + (lo + j) * HS, *kl = k + (hi - 1) * HS;
+        __m128 s4 = decode_scores4(q, kr, j + 1 < n ? kr + HS : kl, j + 2 < n ? kr + 2 * HS : kl,
+                                   j + 3 < n ? kr + 3 * HS : kl, HS, scale);
+        m4 = _mm_max_ps(s4, m4); /* s4 > m4 ? s4 : m4, as the plain loop's test (a repeated key changes nothing) */
+        if (j + 4 <= n) {
+            _mm_store_ps(sc + j, s4);
+        } else {
+            float t[4];
+            _mm_storeu_ps(t, s4);
+            for (int64_t r = 0; j + r < n; r++) sc[j + r] = t[r];
+        }
+    }
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1)));
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) sc[j] = gl_exp_le0(sc[j] - m);
+    int64_t n4 = n - n % 4;
+    __m128 lanes = _mm_setzero_ps();
+    for (int64_t j = 0; j < n4; j += 4) lanes = _mm_add_ps(lanes, _mm_load_ps(sc + j));
+    float ls[4];
+    _mm_storeu_ps(ls, lanes);
+    for (int64_t j = n4; j < n; j++) ls[0] += sc[j];
+    float l = (((0.0f + ls[0]) + ls[1]) + ls[2]) + ls[3];
+    __m256 inv = _mm256_set1_ps(1.0f / l);
+    /* each element's sum is a chain of adds over the keys: 32 columns at a
+     * time keep four chains in flight */
+    int64_t i = 0;
+    for (; i + 32 <= HS; i += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *vr = v + lo * HS + i;
+        for (int64_t j = 0; j < n; j++, vr += HS) {
+            __m256 p = _mm256_set1_ps(sc[j]);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(p, _mm256_loadu_ps(vr)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(p, _mm256_loadu_ps(vr + 8)));
+            a2 = _mm256_add_ps(a2, _mm256_mul_ps(p, _mm256_loadu_ps(vr + 16)));
+            a3 = _mm256_add_ps(a3, _mm256_mul_ps(p, _mm256_loadu_ps(vr + 24)));
+        }
+        _mm256_storeu_ps(o + i, _mm256_mul_ps(a0, inv));
+        _mm256_storeu_ps(o + i + 8, _mm256_mul_ps(a1, inv));
+        _mm256_storeu_ps(o + i + 16, _mm256_mul_ps(a2, inv));
+        _mm256_storeu_ps(o + i + 24, _mm256_mul_ps(a3, inv));
+    }
+    if (i < HS) { /* the last 16 */
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        const float *vr = v + lo * HS + i;
+        for (int64_t j = 0; j < n; j++, vr += HS) {
+            __m256 p = _mm256_set1_ps(sc[j]);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(p, _mm256_loadu_ps(vr)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(p, _mm256_loadu_ps(vr + 8)));
+        }
+        _mm256_storeu_ps(o + i, _mm256_mul_ps(a0, inv));
+        _mm256_storeu_ps(o + i + 8, _mm256_mul_ps(a1, inv));
+    }
+}
+#endif
+
+/* Task th of gl_attention_decode: query row th / NH, head th % NH; fast:
+ * decode_row_avx2 may serve it. */
 static inline void decode_task(const attn_dims *d, int64_t th, float *out, int64_t out_stride, const float *q,
                                int64_t q_stride, const float *k_cache, const float *v_cache, int64_t capacity,
-                               int64_t G)
+                               int64_t G, bool fast)
 {
     int64_t NH = d->NH, HS = d->HS, t = th / NH, h = th % NH, lo, hi;
     key_range(d, t, &lo, &hi);
     const float *kb = k_cache + (h / G) * capacity * HS, *vb = v_cache + (h / G) * capacity * HS;
-    decode_row(out + t * out_stride + h * HS, q + t * q_stride + h * HS, kb, vb, lo, hi, HS, d->scale);
+    float *o = out + t * out_stride + h * HS;
+    const float *qr = q + t * q_stride + h * HS;
+#ifdef DECODE_AVX2
+    if (fast && hi > lo && hi - lo <= DECODE_CHUNK) {
+        decode_row_avx2(o, qr, kb, vb, lo, hi, HS, d->scale);
+        return;
+    }
+#else
+    (void)fast;
+#endif
+    decode_row(o, qr, kb, vb, lo, hi, HS, d->scale);
 }
 
 gl_status gl_attention_decode(float *out, int64_t out_stride, const float *q, int64_t q_stride, int64_t n,
@@ -876,15 +1001,19 @@ gl_status gl_attention_decode(float *out, int64_t out_stride, const float *q, in
     attn_dims d = {1, NH, KVH, n, S, HS, opts->scale, true, opts->window, false, 0, 0, 1.0f, 0, 0, 0, 0, 0, 0, 0,
                    0, 0, false, false, false};
     int64_t G = NH / KVH, tasks = n * NH;
+    bool fast = false;
+#ifdef DECODE_AVX2
+    fast = HS % 16 == 0 && __builtin_cpu_supports("avx2");
+#endif
     /* A small call (a decoded token of a small model) never enters a parallel
      * region: even an if(0) one costs libgomp a team start and end. */
     if (tasks < 2 || tasks * S * HS <= (1 << 18) || gl_threads_get() < 2) {
         for (int64_t th = 0; th < tasks; th++)
-            decode_task(&d, th, out, out_stride, q, q_stride, k_cache, v_cache, capacity, G);
+            decode_task(&d, th, out, out_stride, q, q_stride, k_cache, v_cache, capacity, G, fast);
         return GL_OK;
     }
 #pragma omp parallel for schedule(static)
     for (int64_t th = 0; th < tasks; th++)
-        decode_task(&d, th, out, out_stride, q, q_stride, k_cache, v_cache, capacity, G);
+        decode_task(&d, th, out, out_stride, q, q_stride, k_cache, v_cache, capacity, G, fast);
     return GL_OK;
 }
