@@ -16,11 +16,12 @@
 #include "core/interrupt.h"
 #include "core/rng.h"
 #include "ops/nnops.h"
+#include "ops/simd.h"
 
 enum { CHUNK = 4096 }; /* elements whose factors one thread makes at a time (16 KB of stack) */
 
 /* SplitMix64's output function (Steele, Lea, Flood 2014). */
-static inline uint64_t mix64(uint64_t z)
+static GL_ALWAYS_INLINE uint64_t mix64(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -29,14 +30,48 @@ static inline uint64_t mix64(uint64_t z)
 
 uint32_t gl_dropout_cut(float p) { return (uint32_t)lround((double)p * 65536.0); }
 
-void gl_dropout_factors(float *km, uint64_t seed, uint32_t cut, float scale, int64_t e0, int64_t n)
+/* The draw of group g (elements 4g .. 4g + 3, a 16-bit lane each). */
+static GL_ALWAYS_INLINE uint64_t group_draw(uint64_t seed, uint64_t g)
 {
-    int64_t e = e0, end = e0 + n;
-    while (e < end) {
-        uint64_t g = (uint64_t)e >> 2;
-        uint64_t u = mix64(seed + (g + 1) * 0x9e3779b97f4a7c15ULL) >> (16 * (e & 3));
-        for (; e < end && (uint64_t)e >> 2 == g; e++, u >>= 16) *km++ = (uint32_t)(u & 0xffff) >= cut ? scale : 0.0f;
+    return mix64(seed + (g + 1) * 0x9e3779b97f4a7c15ULL);
+}
+
+/* scale when lane bits u & 0xffff are at least cut (<= 2^16), else 0, in
+ * integer arithmetic: a comparison and select kept GCC from vectorizing. */
+static GL_ALWAYS_INLINE float factor(uint64_t u, uint32_t cut, float scale)
+{
+    int32_t keep = 1 - (int32_t)(((u & 0xffff) - (uint64_t)cut) >> 63);
+    return scale * (float)keep;
+}
+
+/* Elements [e, end) of the stream one at a time (a part of a group). */
+static void factors_of(float *km, uint64_t seed, uint32_t cut, float scale, int64_t e, int64_t end)
+{
+    for (; e < end; e++) *km++ = factor(group_draw(seed, (uint64_t)e >> 2) >> (16 * (e & 3)), cut, scale);
+}
+
+/* Whole groups in a vectorized loop, the partial groups at either end
+ * apart: about 4x faster than one element at a time with AVX2 (1.1 against
+ * 4.2 ns an element), where a baby GPT step draws ~400M elements (attention
+ * probabilities, residual branches; forward, backward, recomputation). */
+GL_SIMD_CLONES void gl_dropout_factors(float *km, uint64_t seed, uint32_t cut, float scale, int64_t e0, int64_t n)
+{
+    int64_t head = (4 - (e0 & 3)) & 3;
+    if (head > n) head = n;
+    factors_of(km, seed, cut, scale, e0, e0 + head);
+    int64_t e = e0 + head, groups = (n - head) >> 2;
+    uint64_t g0 = (uint64_t)e >> 2;
+    float *o = km + head;
+#pragma omp simd
+    for (int64_t j = 0; j < groups; j++) {
+        uint64_t u = group_draw(seed, g0 + (uint64_t)j);
+        o[4 * j] = factor(u, cut, scale);
+        o[4 * j + 1] = factor(u >> 16, cut, scale);
+        o[4 * j + 2] = factor(u >> 32, cut, scale);
+        o[4 * j + 3] = factor(u >> 48, cut, scale);
     }
+    e += 4 * groups;
+    factors_of(o + 4 * groups, seed, cut, scale, e, e0 + n);
 }
 
 void gl_dropout_apply(float *dst, const float *base, const float *a, int64_t e0, int64_t n, uint64_t seed,
