@@ -336,6 +336,10 @@ typedef struct {
     uint64_t seed;
     uint32_t cut;
     float scale;
+    /* PRE_ATTN: the attention output (and the leaf it was computed from)
+     * that the backward of a reader of the dropped output computed first
+     * (see stream_rows), left here for this node's backward */
+    gl_tensor *h_leaf, *h;
 } fused_op;
 
 enum { RECOMPUTE_BLOCK = 1 << 19 }; /* floats of pre(a) per block of rows in backward */
@@ -375,7 +379,11 @@ static gl_tensor *pre_apply(const fused_op *f, gl_tensor *a)
 static void fused_free(void *extra)
 {
     fused_op *f = extra;
-    if (f && f->norm) gl_module_release(f->norm);
+    if (f) {
+        if (f->norm) gl_module_release(f->norm);
+        gl_tensor_release(f->h);
+        gl_tensor_release(f->h_leaf);
+    }
     free(f);
 }
 
@@ -392,7 +400,7 @@ static gl_tensor *rows_of(gl_tensor *x, int64_t r0, int64_t R, int64_t K)
  * a's gradient tensor. With pre and da but no da_rows, a's gradient is a's
  * own storage (see fused_linear_backward): pre's backward writes a fresh
  * gradient, copied over a's rows once nothing reads them any more. */
-static gl_status fused_block(const fused_op *f, gl_tensor *a_rows, int64_t R, const float *dz, const float *W,
+static gl_status fused_block(fused_op *f, gl_tensor *a_rows, int64_t R, const float *dz, const float *W,
                              int64_t M, int64_t K, float *dw, float *db, float *da, gl_tensor *da_rows)
 {
     int64_t shape[2] = {R, K};
@@ -402,9 +410,14 @@ static gl_status fused_block(const fused_op *f, gl_tensor *a_rows, int64_t R, co
         if (dw) gl_sgemm(true, false, M, K, R, 1.0f, dz, M, gl_tensor_f32(a_rows), K, 1.0f, dw, K);
         if (da) gl_sgemm(false, false, R, K, M, 1.0f, dz, M, W, K, 1.0f, da, K);
     } else {
-        if (!(leaf = gl_detach(a_rows)) || (da && gl_set_requires_grad(leaf, true) != GL_OK) ||
-            !(h = pre_apply(f, leaf)))
+        if (f->h) { /* computed already, with its graph (see stream_rows) */
+            leaf = f->h_leaf;
+            h = f->h;
+            f->h_leaf = f->h = NULL;
+        } else if (!(leaf = gl_detach(a_rows)) || (da && gl_set_requires_grad(leaf, true) != GL_OK) ||
+                   !(h = pre_apply(f, leaf))) {
             goto fail;
+        }
         if (da && da_rows) { /* pre's backward adds straight into a's gradient */
             gl_tensor_retain(da_rows);
             leaf->grad = da_rows;
@@ -470,10 +483,90 @@ static gl_tensor *pre_linear(const fused_op *f, gl_tensor *a, gl_tensor *w, gl_t
     return y;
 }
 
+/* --- the residual stream after attention, again ------------------------------
+ *
+ * drop_stream releases the data of x = res + dropout(linear(h)), the output
+ * of a block's attention node (h the attention of its qkv), which the MLP's
+ * norm-linear reads again in backward. That backward reads x in blocks of
+ * rows and stream_rows computes them again from the node's inputs: h whole
+ * (with its graph: it stays with the node, whose backward comes next and
+ * would compute it again), then the projection a few rows at a time into a
+ * window, in the row blocks the forward's GEMM ran in (gl_sgemm's blocks):
+ * the same calls give the same numbers, bit for bit. What this costs is the
+ * projection's GEMM once more; what it saves, a [B,T,C] per layer. */
+
+static gl_status fused_linear_backward(gl_node *nd);
+
+typedef struct {
+    gl_node *node;  /* x's (the attention node); its fused_op holds h */
+    gl_tensor *win; /* [cap, M]: x's rows [lo, hi) */
+    int64_t lo, hi, chunk, N, M;
+} stream_rows;
+
+/* For reading x (its data released) in blocks of at most `block` rows, in order. */
+static gl_status stream_open(stream_rows *s, gl_tensor *x, int64_t block)
+{
+    gl_node *p = x->grad_fn;
+    if (!p || p->backward != fused_linear_backward || ((const fused_op *)p->extra)->pre != PRE_ATTN || !p->inputs[3])
+        return gl_error(GL_ESTATE, "gpt: backward: an input's data was released"); /* only drop_stream's are */
+    fused_op *pf = p->extra;
+    gl_tensor *qkv = p->inputs[0], *w = p->inputs[1];
+    *s = (stream_rows){.node = p, .M = w->shape[0], .N = x->numel / w->shape[0]};
+    s->chunk = gl_sgemm_block_rows(s->N, s->M, w->shape[1]);
+    if (!pf->h) {
+        bool was = gl_grad_set_enabled(true);
+        if ((pf->h_leaf = gl_detach(qkv)) && gl_set_requires_grad(pf->h_leaf, qkv->requires_grad) == GL_OK)
+            pf->h = pre_apply(pf, pf->h_leaf);
+        gl_grad_set_enabled(was);
+        if (!pf->h) return gl_error_code();
+    }
+    int64_t shape[2] = {block + s->chunk, s->M};
+    return (s->win = gl_tensor_empty(GL_F32, 2, shape)) ? GL_OK : gl_error_code();
+}
+
+/* x's rows [c0, c0 + R), one of the forward GEMM's blocks, into dst. */
+static gl_status stream_chunk(const stream_rows *s, float *dst, int64_t c0, int64_t R)
+{
+    const fused_op *pf = s->node->extra;
+    gl_tensor *w = s->node->inputs[1], *b = s->node->inputs[2], *res = s->node->inputs[3];
+    bool was = gl_grad_set_enabled(false);
+    gl_tensor *hr = rows_of(pf->h, c0, R, w->shape[1]), *y = hr ? gl_linear(hr, w, b) : NULL;
+    gl_grad_set_enabled(was);
+    gl_tensor_release(hr);
+    if (!y) return gl_error_code();
+    const float *yd = gl_tensor_f32(y), *rd = gl_tensor_f32(res) + c0 * s->M;
+    int64_t n = R * s->M;
+    if (pf->drop) {
+        gl_dropout_apply(dst, rd, yd, c0 * s->M, n, pf->seed, pf->cut, pf->scale);
+    } else {
+#pragma omp parallel for simd if (n > 32768) schedule(static)
+        for (int64_t i = 0; i < n; i++) dst[i] = rd[i] + yd[i];
+    }
+    gl_tensor_release(y);
+    return GL_OK;
+}
+
+/* x's rows [r0, r0 + R) as a tensor (sharing the window): R at most the
+ * block of stream_open, r0 where the previous call's rows ended. */
+static gl_tensor *stream_get(stream_rows *s, int64_t r0, int64_t R)
+{
+    float *win = gl_tensor_f32(s->win);
+    if (r0 + R > s->hi && r0 > s->lo) { /* rows before r0 are read no more */
+        memmove(win, win + (r0 - s->lo) * s->M, (size_t)((s->hi - r0) * s->M) * sizeof *win);
+        s->lo = r0;
+    }
+    while (r0 + R > s->hi) {
+        int64_t n = s->N - s->hi < s->chunk ? s->N - s->hi : s->chunk;
+        if (stream_chunk(s, win + (s->hi - s->lo) * s->M, s->hi, n) != GL_OK) return NULL;
+        s->hi += n;
+    }
+    return rows_of(s->win, r0 - s->lo, R, s->M);
+}
+
 /* Inputs a [..., K], W [M, K], b [M] or NULL, res [..., M] or NULL; extra: the fused_op. */
 static gl_status fused_linear_backward(gl_node *nd)
 {
-    const fused_op *f = nd->extra;
+    fused_op *f = nd->extra;
     gl_tensor *a = nd->inputs[0], *w = nd->inputs[1];
     float *da, *dw, *db, *dres;
     /* The GELU's input (the MLP's widest tensor) is needed by no one after
@@ -493,8 +586,15 @@ static gl_status fused_linear_backward(gl_node *nd)
                    : RECOMPUTE_BLOCK / wide > 0                           ? RECOMPUTE_BLOCK / wide
                                                                           : 1;
     float *masked = NULL; /* a block's gout through the dropout mask: the linear's output gradient */
-    if (f->drop && !(masked = malloc((size_t)((rows < N ? rows : N) * M) * sizeof *masked + 1)))
+    stream_rows stream = {0}; /* a's rows when drop_stream released its data */
+    if (!a->storage && (st = stream_open(&stream, a, rows < N ? rows : N)) != GL_OK) {
+        gl_tensor_release(stream.win);
+        return st;
+    }
+    if (f->drop && !(masked = malloc((size_t)((rows < N ? rows : N) * M) * sizeof *masked + 1))) {
+        gl_tensor_release(stream.win);
         return gl_error(GL_ENOMEM, "gpt: backward: out of memory");
+    }
     bool was = gl_grad_set_enabled(true);
     for (int64_t r0 = 0; r0 < N && st == GL_OK; r0 += rows) {
         int64_t R = N - r0 < rows ? N - r0 : rows;
@@ -503,7 +603,9 @@ static gl_status fused_linear_backward(gl_node *nd)
             gl_dropout_apply(masked, NULL, dz, r0 * M, R * M, f->seed, f->cut, f->scale);
             dz = masked;
         }
-        gl_tensor *ar = f->pre == PRE_ATTN ? gl_detach(a) : rows_of(a, r0, R, KA); /* attention mixes rows */
+        gl_tensor *ar = f->pre == PRE_ATTN ? gl_detach(a) /* attention mixes rows */
+                        : stream.win       ? stream_get(&stream, r0, R)
+                                           : rows_of(a, r0, R, KA);
         gl_tensor *dr = !dat || !ar ? NULL : f->pre == PRE_ATTN ? gl_detach(dat) : rows_of(dat, r0, R, KA);
         st = ar && (!dat || dr) ? fused_block(f, ar, R, dz, gl_tensor_f32(w), M, K, dw, db, da ? da + r0 * KA : NULL, dr)
                                : gl_error_code();
@@ -512,6 +614,7 @@ static gl_status fused_linear_backward(gl_node *nd)
     }
     gl_grad_set_enabled(was);
     free(masked);
+    gl_tensor_release(stream.win);
     if (st != GL_OK || !nd->inputs[3]) return st;
     bool taken; /* res's gradient is gout itself: shared when it has none yet (gout is not used again) */
     if ((st = gl_node_grad_take(nd, 3, &taken)) != GL_OK || taken) return st;
@@ -637,6 +740,30 @@ done:
     return y;
 }
 
+/* Whether t is the output of a fused_linear node with input i == x. */
+static bool fused_reads(const gl_tensor *t, int i, const gl_tensor *x)
+{
+    return t->grad_fn && t->grad_fn->backward == fused_linear_backward && t->grad_fn->inputs[i] == x;
+}
+
+/* Releases the storage of x, the residual stream between a block's
+ * attention and its MLP, once the MLP is recorded: a [B,T,C] per layer
+ * that only the MLP's norm-linear reads again in backward, which computes
+ * it again from the attention node (stream_rows). Only when x is such an
+ * output, its readers are the MLP's two fused nodes (a norm-linear and the
+ * residual of the down projection, which needs x's shape only) and no one
+ * else holds x (refs: the caller's and the two nodes') or its data. */
+static void drop_stream(gl_tensor *x, gl_tensor *a, gl_tensor *y)
+{
+    if (!x->grad_fn || x->grad_fn->backward != fused_linear_backward || !fused_reads(a, 0, x) ||
+        !fused_reads(y, 3, x) || x->refs != 3 || !x->storage || x->storage->refs != 1)
+        return;
+    const fused_op *xf = x->grad_fn->extra, *af = a->grad_fn->extra;
+    if (xf->pre != PRE_ATTN || !x->grad_fn->inputs[3] || af->pre != PRE_NORM) return;
+    gl_storage_release(x->storage);
+    x->storage = NULL;
+}
+
 /* x + dropout(MLP(x)): x [B,T,C] the residual stream. */
 static gl_tensor *mlp(const gl_gpt_config *c, const gpt_layer *ly, gl_tensor *x, bool training)
 {
@@ -652,7 +779,10 @@ static gl_tensor *mlp(const gl_gpt_config *c, const gpt_layer *ly, gl_tensor *x,
         return p ? swap(p, residual_linear(c, PRE_NONE, p, ly->down, x, training)) : NULL;
     }
     gl_tensor *a = norm_linear(ly->ln_2, x, ly->up);
-    return a ? swap(a, residual_linear(c, c->gelu_tanh ? PRE_GELU_TANH : PRE_GELU, a, ly->down, x, training)) : NULL;
+    gl_tensor *y = a ? residual_linear(c, c->gelu_tanh ? PRE_GELU_TANH : PRE_GELU, a, ly->down, x, training) : NULL;
+    if (y) drop_stream(x, a, y);
+    gl_tensor_release(a);
+    return y;
 }
 
 /* --- the embeddings ------------------------------------------------------------

@@ -13,6 +13,13 @@
  * workbench echoes keys in the middle of a training step's big GEMMs. */
 #define TICK_MACS (1LL << 27)
 
+int64_t gl_sgemm_block_rows(int64_t M, int64_t N, int64_t K)
+{
+    if (M * N * K <= TICK_MACS) return M;
+    int64_t rows = TICK_MACS / (N * K);
+    return rows < 256 ? 256 : rows; /* narrower blocks would lose GEMM efficiency */
+}
+
 void gl_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
@@ -30,11 +37,7 @@ void gl_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
         return;
     }
-    int64_t rows = M;
-    if (M * N * K > TICK_MACS && !omp_in_parallel()) {
-        rows = TICK_MACS / (N * K);
-        if (rows < 256) rows = 256; /* narrower blocks would lose GEMM efficiency */
-    }
+    int64_t rows = omp_in_parallel() ? M : gl_sgemm_block_rows(M, N, K);
     for (int64_t i = 0; i < M; i += rows) {
         int64_t m = M - i < rows ? M - i : rows;
         cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
