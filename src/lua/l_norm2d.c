@@ -2,7 +2,8 @@
  *   gl.batch_norm(x, running_mean|nil, running_var|nil, weight|nil, bias|nil,
  *                 {training = true, momentum = 0.1, eps = 1e-5})
  *       training updates running_mean / running_var in place when given;
- *   gl.group_norm(x, groups, weight|nil, bias|nil, {eps = 1e-5})
+ *   gl.group_norm(x, groups, weight|nil, bias|nil, {eps = 1e-5, silu = false})
+ *       silu: the output goes through SiLU in the same pass
  *   (both also as Tensor methods), and the modules
  *   gl.nn.BatchNorm1d(C, {momentum = 0.1, eps = 1e-5, affine = true}), gl.nn.BatchNorm2d(C, {...}),
  *   gl.nn.GroupNorm(groups, C, {eps = 1e-5, affine = true}),
@@ -39,12 +40,14 @@ static int l_batch_norm(lua_State *L)
 
 static int l_group_norm(lua_State *L)
 {
-    static const char *const keys[] = {"eps", NULL};
+    static const char *const keys[] = {"eps", "silu", NULL};
     gl_tensor *x = gl_lua_checktensor(L, 1);
     lua_Integer groups = check_count(L, 2, "group_norm", "groups");
     gl_tensor *w = opt_tensor(L, 3), *b = opt_tensor(L, 4);
     gl_lua_check_options(L, 5, "group_norm", keys);
-    return gl_lua_push(L, gl_group_norm(x, groups, w, b, (float)gl_lua_optfield_number(L, 5, "eps", 1e-5)));
+    float eps = (float)gl_lua_optfield_number(L, 5, "eps", 1e-5);
+    bool silu = gl_lua_optfield_bool(L, 5, "silu", false);
+    return gl_lua_push(L, (silu ? gl_group_norm_silu : gl_group_norm)(x, groups, w, b, eps));
 }
 
 static const char *const bn_keys[] = {"momentum", "eps", "affine", NULL};

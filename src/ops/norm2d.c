@@ -9,14 +9,19 @@
  * across rows. Each output element, statistic and weight/bias gradient is
  * computed by one fixed sequence of operations, so results do not depend on
  * the thread count. The kernels take and return raw pointers; the shapes in
- * their comments use N, C, S as above and G groups of CG = C / G channels. */
+ * their comments use N, C, S as above and G groups of CG = C / G channels.
+ * group_norm_silu applies SiLU to out in the same pass (a = out, y = a
+ * sigmoid(a)); its backward recomputes a from x and the statistics and
+ * takes dout * silu'(a) for dout, so neither a nor y is kept. */
 #include "ops/norm2d.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 
 #include "autograd/tape.h"
 #include "core/interrupt.h"
+#include "ops/simd.h"
 
 #define PAR_MIN 32768 /* elements below which a loop runs on one thread */
 
@@ -95,6 +100,36 @@ static inline void affine_row(float *out, const float *x, int64_t n, float scale
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale + shift;
 }
 
+/* 1 / (1 + e^-a), in gl_silu's operations (e^-|a| then a select) so that
+ * the fused SiLU gives its bits; a select, not a branch, to vectorize. */
+static GL_ALWAYS_INLINE float sigmoid_f(float a)
+{
+    float e = gl_exp_le0(-fabsf(a));
+    return (a >= 0.0f ? 1.0f : e) * (1.0f / (1.0f + e));
+}
+
+/* out [n] = silu(a) with a = x * scale + shift (affine_row's a) */
+GL_SIMD_CLONES static void affine_silu_row(float *restrict out, const float *restrict x, int64_t n, float scale,
+                                           float shift)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float a = x[i] * scale + shift;
+        out[i] = a * sigmoid_f(a);
+    }
+}
+
+/* da [n] = dout * silu'(a) with a as affine_silu_row's (gl_silu's backward) */
+GL_SIMD_CLONES static void silu_grad_row(float *restrict da, const float *restrict dout, const float *restrict x,
+                                         int64_t n, float scale, float shift)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float a = x[i] * scale + shift, s = sigmoid_f(a);
+        da[i] = dout[i] * (s * (1.0f + a * (1.0f - s)));
+    }
+}
+
 /* The row reductions sum four quarters of the row side by side, so that the
  * vectorized adds run on four independent registers instead of waiting on
  * one; the order of the sums is fixed by n alone. */
@@ -148,9 +183,11 @@ static inline void row_dsums(const float *dout, const float *x, int64_t n, float
     *sdyx = b0 + b1;
 }
 
-/* Records the node: inputs x, w, b; saves x and w; takes stats (as extra) and arg (as i[0]). */
+/* Records the node: inputs x, w, b; saves x and w (and b when silu, for
+ * group_norm_silu's backward); takes stats (as extra), arg (as i[0]) and
+ * silu (as i[1]). */
 static gl_tensor *finish(gl_tensor *out, const char *op, gl_backward_fn backward, gl_tensor *x, gl_tensor *w,
-                         gl_tensor *b, float *stats, int64_t arg)
+                         gl_tensor *b, float *stats, int64_t arg, bool silu)
 {
     gl_tensor *ins[3] = {x, w, b};
     gl_node *nd;
@@ -162,7 +199,10 @@ static gl_tensor *finish(gl_tensor *out, const char *op, gl_backward_fn backward
     nd->extra = stats;
     stats = NULL;
     nd->i[0] = arg;
-    if (gl_node_save(nd, 0, x) != GL_OK || (w && gl_node_save(nd, 1, w) != GL_OK)) goto fail;
+    nd->i[1] = silu;
+    if (gl_node_save(nd, 0, x) != GL_OK || (w && gl_node_save(nd, 1, w) != GL_OK) ||
+        (silu && b && gl_node_save(nd, 2, b) != GL_OK))
+        goto fail;
     return out;
 fail:
     free(stats);
@@ -314,15 +354,15 @@ gl_tensor *gl_batch_norm(gl_tensor *x, gl_tensor *running_mean, gl_tensor *runni
         }
     }
     bn_apply(gl_tensor_f32(out), gl_tensor_f32(x), mean, rstd, f32_or_null(weight), f32_or_null(bias), d);
-    return finish(out, op, bn_backward, x, weight, bias, stats, training);
+    return finish(out, op, bn_backward, x, weight, bias, stats, training, false);
 }
 
 /* --- group_norm --------------------------------------------------------------------- */
 
 /* x [N, G, CG, S] seen as N*G rows of CG*S contiguous values. mean, rstd [N*G];
- * out [N, C, S]; w, b [C] or NULL. */
+ * out [N, C, S], through SiLU when silu; w, b [C] or NULL. */
 static void gn_forward_kernel(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b,
-                              ncs d, int64_t G, float eps)
+                              ncs d, int64_t G, float eps, bool silu)
 {
     int64_t CG = d.C / G;
 #pragma omp parallel for if (d.N * d.C * d.S > PAR_MIN) schedule(static)
@@ -337,26 +377,39 @@ static void gn_forward_kernel(float *out, float *mean, float *rstd, const float 
         rstd[r] = rs;
         for (int64_t k = 0; k < CG; k++) {
             int64_t c = (r % G) * CG + k;
-            float scale = rs * (w ? w[c] : 1.0f);
-            affine_row(out + (r * CG + k) * d.S, xr + k * d.S, d.S, scale, (b ? b[c] : 0.0f) - m * scale);
+            float scale = rs * (w ? w[c] : 1.0f), shift = (b ? b[c] : 0.0f) - m * scale;
+            if (silu)
+                affine_silu_row(out + (r * CG + k) * d.S, xr + k * d.S, d.S, scale, shift);
+            else
+                affine_row(out + (r * CG + k) * d.S, xr + k * d.S, d.S, scale, shift);
         }
     }
 }
 
 /* part [N, C, 2]: per sample, channel: sum dout * xhat and sum dout (NULL when
- * neither dw nor db is wanted); dx as grads; the rest as gn_forward_kernel. */
+ * neither dw nor db is wanted); dx as grads; the rest as gn_forward_kernel.
+ * With SiLU, da [threads][CG S] holds each thread's group of dout * silu'. */
 static void gn_backward_kernel(grads g, float *part, const float *dout, const float *x, const float *mean,
-                               const float *rstd, const float *w, ncs d, int64_t G)
+                               const float *rstd, const float *w, const float *bias, float *da, ncs d, int64_t G)
 {
     int64_t CG = d.C / G;
 #pragma omp parallel for if (d.N * d.C * d.S > PAR_MIN) schedule(static)
     for (int64_t r = 0; r < d.N * G; r++) {
         int64_t o = r * CG * d.S, c0 = (r % G) * CG;
         float m = mean[r], s = rstd[r];
+        const float *dy = dout + o; /* the group's dL/d(normalized values) */
+        if (da) {
+            float *dr = da + omp_get_thread_num() * CG * d.S;
+            for (int64_t k = 0; k < CG; k++) {
+                float scale = s * (w ? w[c0 + k] : 1.0f), shift = (bias ? bias[c0 + k] : 0.0f) - m * scale;
+                silu_grad_row(dr + k * d.S, dout + o + k * d.S, x + o + k * d.S, d.S, scale, shift);
+            }
+            dy = dr;
+        }
         double sdn = 0.0, sdnx = 0.0; /* sums of dn and dn * (x - m) over the group */
         for (int64_t k = 0; k < CG; k++) {
             float a, b, wc = w ? w[c0 + k] : 1.0f;
-            row_dsums(dout + o + k * d.S, x + o + k * d.S, d.S, m, &a, &b);
+            row_dsums(dy + k * d.S, x + o + k * d.S, d.S, m, &a, &b);
             sdn += (double)wc * a;
             sdnx += (double)wc * b;
             if (part) {
@@ -370,7 +423,7 @@ static void gn_backward_kernel(grads g, float *part, const float *dout, const fl
         float k3 = (float)(-(double)s * sdn / L) - k2 * m;
         for (int64_t k = 0; k < CG; k++) {
             int64_t ok = o + k * d.S;
-            dx_row(g.dx + ok, g.fresh, dout + ok, x + ok, d.S, s * (w ? w[c0 + k] : 1.0f), k2, k3);
+            dx_row(g.dx + ok, g.fresh, dy + k * d.S, x + ok, d.S, s * (w ? w[c0 + k] : 1.0f), k2, k3);
         }
     }
 }
@@ -389,7 +442,7 @@ static void reduce_parts(float *dw, float *db, const float *part, int64_t R, int
     }
 }
 
-/* Saved: x, weight. extra: mean [N*G] then rstd [N*G]. i[0]: G. */
+/* Saved: x, weight, bias (with SiLU). extra: mean [N*G] then rstd [N*G]. i[0]: G; i[1]: SiLU. */
 static gl_status gn_backward(gl_node *nd)
 {
     grads g;
@@ -398,18 +451,24 @@ static gl_status gn_backward(gl_node *nd)
     const gl_tensor *x = nd->saved[0];
     ncs d = dims_of(x);
     int64_t G = nd->i[0];
-    float *part = NULL;
+    bool silu = nd->i[1];
+    float *part = NULL, *da = NULL;
     if ((g.dw || g.db) && !(part = malloc((size_t)(d.N * d.C * 2 + 1) * sizeof *part)))
         return gl_error(GL_ENOMEM, "group_norm backward: out of memory");
+    if (silu && !(da = malloc((size_t)(omp_get_max_threads() * d.C / G * d.S) * sizeof *da))) {
+        free(part);
+        return gl_error(GL_ENOMEM, "group_norm backward: out of memory");
+    }
     const float *mean = nd->extra;
     gn_backward_kernel(g, part, gl_tensor_f32(nd->gout), gl_tensor_f32(x), mean, mean + d.N * G,
-                       f32_or_null(nd->saved[1]), d, G);
+                       f32_or_null(nd->saved[1]), f32_or_null(nd->saved[2]), da, d, G);
     if (part) reduce_parts(g.dw, g.db, part, d.N, d.C);
     free(part);
+    free(da);
     return GL_OK;
 }
 
-gl_tensor *gl_group_norm(gl_tensor *x, int64_t groups, gl_tensor *weight, gl_tensor *bias, float eps)
+static gl_tensor *group_norm(gl_tensor *x, int64_t groups, gl_tensor *weight, gl_tensor *bias, float eps, bool silu)
 {
     static const char *op = "group_norm";
     char s[128];
@@ -423,8 +482,18 @@ gl_tensor *gl_group_norm(gl_tensor *x, int64_t groups, gl_tensor *weight, gl_ten
     float *stats;
     if (!alloc_out(op, x, d.N * groups, &out, &stats)) return NULL;
     gn_forward_kernel(gl_tensor_f32(out), stats, stats + d.N * groups, gl_tensor_f32(x), f32_or_null(weight),
-                      f32_or_null(bias), d, groups, eps);
-    return finish(out, op, gn_backward, x, weight, bias, stats, groups);
+                      f32_or_null(bias), d, groups, eps, silu);
+    return finish(out, op, gn_backward, x, weight, bias, stats, groups, silu);
+}
+
+gl_tensor *gl_group_norm(gl_tensor *x, int64_t groups, gl_tensor *weight, gl_tensor *bias, float eps)
+{
+    return group_norm(x, groups, weight, bias, eps, false);
+}
+
+gl_tensor *gl_group_norm_silu(gl_tensor *x, int64_t groups, gl_tensor *weight, gl_tensor *bias, float eps)
+{
+    return group_norm(x, groups, weight, bias, eps, true);
 }
 
 /* --- layer_norm_2d -------------------------------------------------------------------- */
@@ -544,5 +613,5 @@ gl_tensor *gl_layer_norm_2d(gl_tensor *x, gl_tensor *weight, gl_tensor *bias, fl
         int64_t p0 = (u % nb) * LN_BLK, P = d.S - p0 < LN_BLK ? d.S - p0 : LN_BLK;
         ln2d_forward_block(o, stats, stats + d.N * d.S, xd, w, b, d, u / nb, p0, P, eps);
     }
-    return finish(out, op, ln2d_backward, x, weight, bias, stats, 0);
+    return finish(out, op, ln2d_backward, x, weight, bias, stats, 0, false);
 }

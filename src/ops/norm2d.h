@@ -15,6 +15,8 @@
  *                  for backward.
  *   group_norm     statistics per sample over each group of C/groups channels;
  *                  groups == C is instance norm.
+ *   group_norm_silu  silu(group_norm(...)) in one pass, with the same values,
+ *                  keeping no intermediate for backward.
  *   layer_norm_2d  statistics per sample and position over the C channels
  *                  (a channels-first LayerNorm, as ConvNeXt's LayerNorm2d). */
 #ifndef GL_OPS_NORM2D_H
@@ -28,6 +30,7 @@
 gl_tensor *gl_batch_norm(gl_tensor *x, gl_tensor *running_mean, gl_tensor *running_var, gl_tensor *weight,
                          gl_tensor *bias, bool training, float momentum, float eps);
 gl_tensor *gl_group_norm(gl_tensor *x, int64_t groups, gl_tensor *weight, gl_tensor *bias, float eps);
+gl_tensor *gl_group_norm_silu(gl_tensor *x, int64_t groups, gl_tensor *weight, gl_tensor *bias, float eps);
 gl_tensor *gl_layer_norm_2d(gl_tensor *x, gl_tensor *weight, gl_tensor *bias, float eps);
 
 #endif

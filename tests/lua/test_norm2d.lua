@@ -122,6 +122,48 @@ do
   T.ok(okv and pass == false, "gradcheck fails for eval backward on a function of the batch stats")
 end
 
+-- ---- group_norm {silu = true}: silu(group_norm(x)) in one pass --------------------------------
+-- The same bits as the two ops in turn, forward and backward, with and
+-- without affine parameters, across SiLU's range (|x| past 87 included: the
+-- scale of 40 and the bias of 3 put normalized values out to about +-150),
+-- on more values than norm2d.c's PAR_MIN so that threads share the groups.
+do
+  local function grads(f, x, w, b, R)
+    for _, t in ipairs {x, w, b} do t.grad = nil end
+    local y = f()
+    gl.sum(y * R):backward()
+    return y, {x.grad:clone(), w.grad and w.grad:clone(), b.grad and b.grad:clone()}
+  end
+  for _, affine in ipairs {true, false} do
+    local x = (gl.randn {4, 8, 32, 33} * 2):requires_grad_(true)
+    local w = affine and (gl.randn {8} * 40):requires_grad_(true) or nil
+    local b = affine and (gl.randn {8} * 3):requires_grad_(true) or nil
+    local R = gl.randn {4, 8, 32, 33}
+    local leaves = {x, w or x, b or x}
+    local y1, g1 = grads(function() return gl.group_norm(x, 4, w, b):silu() end, x, leaves[2], leaves[3], R)
+    local y2, g2 = grads(function() return gl.group_norm(x, 4, w, b, {silu = true}) end, x, leaves[2], leaves[3], R)
+    local tag = affine and "" or ", no affine"
+    T.eq((y1 - y2):abs():max():item(), 0, "group_norm silu = silu(group_norm)" .. tag)
+    if affine then T.ok(y2:abs():max():item() > 87, "the silu case reaches past |87|") end
+    for i, name in ipairs {"x", "weight", "bias"} do
+      if affine or i == 1 then
+        T.eq((g1[i] - g2[i]):abs():max():item(), 0, "group_norm silu grad " .. name .. " = unfused" .. tag)
+      end
+    end
+  end
+  G.run(T, {
+    {"group_norm with silu", function(x, w, b) return gl.group_norm(x, 2, w, b, {silu = true}) end,
+     {G.input {2, 4, 2, 3}, G.input {4}, G.input {4}}},
+    {"group_norm with silu, no affine", function(x) return gl.group_norm(x, 1, nil, nil, {silu = true}) end,
+     {G.input {2, 3, 3, 2}}},
+  })
+  local x = gl.randn {2, 4, 3, 3}:requires_grad_(true)
+  local y = gl.no_grad(function() return gl.group_norm(x, 2, nil, nil, {silu = true}) end)
+  T.ok(not y.requires_grad, "group_norm silu under no_grad records nothing")
+  T.raises(function() return gl.group_norm(x, 2, nil, nil, {silu = true, act = 1}) end,
+    "group_norm: unknown option 'act'", "group_norm rejects unknown options")
+end
+
 -- ---- running statistics, momentum, eps --------------------------------------------------
 do
   local x = gl.tensor({{1, 10}, {3, 20}, {5, 60}})
