@@ -27,15 +27,27 @@ static void account(size_t nbytes)
  * by a request that fits its hole, the rest of the hole and every hole
  * nothing fits stay resident, and the baby GPT's peak RSS was 0.4-0.65 GB
  * above its peak of live tensors. Freed mappings are kept in a cache and
- * handed out again to requests of exactly their size, so a step does not
- * fault its memory in anew (that cost 15-20% of a nanoGPT step when glibc
- * returned big blocks at once). A request the cache cannot serve first
- * unmaps cached blocks, oldest first, as far as needed to keep the mapped
- * bytes (live + cached) within the peak of live large blocks so far: the
- * cache never raises the peak RSS by more than SLACK, and in a training
- * loop, whose every step reaches the same peak, it keeps what the next step
- * needs. Without the slack, blocks of two sizes freed and requested in turn
- * evicted each other every step (a nanoGPT step faulted in 3 MB anew). */
+ * handed out again to requests of their size (or smaller ones, see below),
+ * so a step does not fault its memory in anew (that cost 15-20% of a
+ * nanoGPT step when glibc returned big blocks at once). A request the cache
+ * cannot serve first unmaps cached blocks, oldest first, as far as needed
+ * to keep the mapped bytes (live + cached) within the peak of live large
+ * blocks so far: the cache never raises the peak RSS by more than SLACK
+ * (and the waste allowance below), and in a training loop, whose every
+ * step reaches the same peak, it keeps what the next step needs. Without
+ * the slack, blocks of two sizes freed and requested in turn evicted each
+ * other every step (a nanoGPT step faulted in 3 MB anew).
+ *
+ * A request that no cached block fits exactly takes the smallest larger one
+ * whole, while the bytes such blocks hold beyond their requests stay within
+ * WASTE_MAX (or an eighth of the peak, if more). A network's tensors come in
+ * many sizes whose counts peak at different points of a step: exact sizes
+ * alone needed more than twice the peak of live bytes to stop missing (DDIM
+ * sampling with the UNet faulted some 4,000 pages a step, 7% of its time,
+ * under a peak of 23 MB), and a bigger slack would raise the peak RSS. The
+ * live bytes above count whole blocks: the mapped bytes stay within their
+ * peak plus SLACK, which exceeds the peak of the tensors' own bytes by the
+ * waste allowance at most. */
 
 enum {
     BIG_MIN = 1 << 20,   /* smaller blocks come from malloc */
@@ -44,6 +56,7 @@ enum {
     HUGE_PAGE = 2 << 20, /* ... and from HUGE_MIN whole huge pages, which the kernel aligns and backs */
     HUGE_MIN = 16 << 20, /* with huge pages (a fault per 2 MiB, not per 4 KiB), for an eighth at most */
     SLACK = 4 << 20,     /* mapped bytes allowed beyond the peak of live ones (see below) */
+    WASTE_MAX = 8 << 20, /* bytes of live blocks beyond their requests allowed, at least (see above) */
 };
 
 typedef struct {
@@ -55,6 +68,7 @@ static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static big_block cache[CACHE_SLOTS]; /* oldest first */
 static int cached;
 static size_t mapped, live_big, peak_big; /* bytes: all mapped, in live blocks, the peak of live_big */
+static size_t waste;                     /* bytes of live blocks beyond their requests */
 
 static size_t big_size(size_t nbytes)
 {
@@ -71,19 +85,39 @@ static big_block cache_take(int i)
     return b;
 }
 
-/* A block of size mapped bytes; *fresh when it was mapped now (zero-filled). */
-static void *big_alloc(size_t size, bool *fresh)
+/* The cached block for a request of size bytes, or -1: the most recently
+ * freed one of that size (likely still in the CPU caches), else the smallest
+ * larger one within the waste allowance. Called locked. */
+static int cache_find(size_t size)
+{
+    int best = -1;
+    size_t allow = peak_big / 8 > WASTE_MAX ? peak_big / 8 : WASTE_MAX;
+    for (int i = cached; i-- > 0;) {
+        if (cache[i].size == size) return i;
+        if (cache[i].size > size && waste + (cache[i].size - size) <= allow &&
+            (best < 0 || cache[i].size < cache[best].size))
+            best = i;
+    }
+    return best;
+}
+
+/* A block for size bytes, of *got >= size mapped bytes; *fresh when it was
+ * mapped now (zero-filled). */
+static void *big_alloc(size_t size, size_t *got, bool *fresh)
 {
     big_block evict[CACHE_SLOTS];
     int n_evict = 0;
     size_t evicted = 0;
     void *data = NULL;
     pthread_mutex_lock(&cache_lock);
-    for (int i = cached; i-- > 0;) /* the most recently freed block of this size: likely still in cache */
-        if (cache[i].size == size) {
-            data = cache_take(i).data;
-            break;
-        }
+    int hit = cache_find(size);
+    if (hit >= 0) {
+        big_block b = cache_take(hit);
+        data = b.data;
+        waste += b.size - size;
+        size = b.size;
+    }
+    *got = size;
     live_big += size;
     if (live_big > peak_big) peak_big = live_big;
     if (!data) {
@@ -110,10 +144,12 @@ static void *big_alloc(size_t size, bool *fresh)
     return data;
 }
 
-static void big_free(void *data, size_t size)
+/* Frees a block of size mapped bytes that served a request of asked bytes. */
+static void big_free(void *data, size_t size, size_t asked)
 {
     big_block old = {NULL, 0};
     pthread_mutex_lock(&cache_lock);
+    waste -= size - asked;
     if (cached == CACHE_SLOTS) {
         old = cache_take(0);
         mapped -= old.size;
@@ -136,7 +172,10 @@ static gl_storage *storage_alloc(size_t nbytes, bool zero)
         return gl_error_null(GL_ENOMEM, "allocation of %zu bytes overflows", nbytes);
     }
     bool fresh = false, big = rounded >= BIG_MIN;
-    void *data = !s || !rounded ? NULL : big ? big_alloc(big_size(rounded), &fresh) : aligned_alloc(64, rounded);
+    size_t block = 0;
+    void *data = !s || !rounded ? NULL
+                 : big             ? big_alloc(big_size(rounded), &block, &fresh)
+                                   : aligned_alloc(64, rounded);
     if (!s || (rounded && !data)) {
         free(s);
         if (!big) free(data);
@@ -145,6 +184,7 @@ static gl_storage *storage_alloc(size_t nbytes, bool zero)
     if (rounded && zero && !fresh) memset(data, 0, rounded);
     s->data = data;
     s->nbytes = nbytes;
+    s->block = block;
     s->refs = 1;
     account(nbytes);
     return s;
@@ -177,7 +217,7 @@ void gl_storage_release(gl_storage *s)
     } else {
         size_t rounded = (s->nbytes + 63) & ~(size_t)63;
         if (rounded >= BIG_MIN)
-            big_free(s->data, big_size(rounded));
+            big_free(s->data, s->block, big_size(rounded));
         else
             free(s->data);
         atomic_fetch_sub(&live_bytes, s->nbytes);

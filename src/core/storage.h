@@ -11,6 +11,7 @@
 typedef struct gl_storage {
     void *data;
     size_t nbytes;
+    size_t block; /* mapped bytes of a large owned block (storage.c), which may exceed nbytes */
     int refs;
     bool readonly;
     void (*release)(void *ctx, void *data, size_t nbytes); /* NULL: free(data) */
