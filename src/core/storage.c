@@ -193,35 +193,17 @@ static gl_storage *storage_alloc(size_t nbytes, bool zero)
 gl_storage *gl_storage_new(size_t nbytes) { return storage_alloc(nbytes, true); }
 gl_storage *gl_storage_new_uninit(size_t nbytes) { return storage_alloc(nbytes, false); }
 
-gl_storage *gl_storage_wrap(void *data, size_t nbytes, bool readonly,
-                            void (*release)(void *, void *, size_t), void *ctx)
-{
-    gl_storage *s = calloc(1, sizeof *s);
-    if (!s) return gl_error_null(GL_ENOMEM, "out of memory");
-    s->data = data;
-    s->nbytes = nbytes;
-    s->refs = 1;
-    s->readonly = readonly;
-    s->release = release;
-    s->release_ctx = ctx;
-    return s;
-}
-
 void gl_storage_retain(gl_storage *s) { s->refs++; }
 
 void gl_storage_release(gl_storage *s)
 {
     if (!s || --s->refs > 0) return;
-    if (s->release) {
-        s->release(s->release_ctx, s->data, s->nbytes);
-    } else {
-        size_t rounded = (s->nbytes + 63) & ~(size_t)63;
-        if (rounded >= BIG_MIN)
-            big_free(s->data, s->block, big_size(rounded));
-        else
-            free(s->data);
-        atomic_fetch_sub(&live_bytes, s->nbytes);
-    }
+    size_t rounded = (s->nbytes + 63) & ~(size_t)63;
+    if (rounded >= BIG_MIN)
+        big_free(s->data, s->block, big_size(rounded));
+    else
+        free(s->data);
+    atomic_fetch_sub(&live_bytes, s->nbytes);
     free(s);
 }
 

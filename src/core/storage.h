@@ -14,17 +14,12 @@ typedef struct gl_storage {
     size_t block; /* mapped bytes of a large owned block (storage.c), which may exceed nbytes */
     int refs;
     bool readonly;
-    void (*release)(void *ctx, void *data, size_t nbytes); /* NULL: free(data) */
-    void *release_ctx;
 } gl_storage;
 
 /* Zero-filled owned storage; NULL with an error set when out of memory. */
 gl_storage *gl_storage_new(size_t nbytes);
 /* Owned storage with undefined contents, for outputs a kernel overwrites whole. */
 gl_storage *gl_storage_new_uninit(size_t nbytes);
-/* Wraps memory the caller owns; release(ctx, data, nbytes) runs at the last unref. */
-gl_storage *gl_storage_wrap(void *data, size_t nbytes, bool readonly,
-                            void (*release)(void *, void *, size_t), void *ctx);
 void gl_storage_retain(gl_storage *s);
 void gl_storage_release(gl_storage *s);
 
