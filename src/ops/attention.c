@@ -334,7 +334,12 @@ static GL_ALWAYS_INLINE void copy_padded(float *restrict dst, int64_t R4, int64_
  * scalar copies, in either loop order, took a fifth of the kernels' time. */
 static GL_ALWAYS_INLINE void transpose8(float *restrict xt, int64_t ld, const float *restrict x, int64_t ls)
 {
+#if defined(__clang__) || __GNUC__ >= 12
 #define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else /* GCC before 12 has only __builtin_shuffle, with the indices as a vector */
+#define SHUF(a, b, ...) __builtin_shuffle(a, b, (v8i){__VA_ARGS__})
+    typedef int v8i __attribute__((vector_size(32)));
+#endif
     v8f r[8], t[8], u[8];
     for (int i = 0; i < 8; i++) r[i] = *(const v8f *)(x + i * ls);
     for (int i = 0; i < 8; i += 2) {
