@@ -518,7 +518,11 @@ static gl_status stream_open(stream_rows *s, gl_tensor *x, int64_t block)
         if ((pf->h_leaf = gl_detach(qkv)) && gl_set_requires_grad(pf->h_leaf, qkv->requires_grad) == GL_OK)
             pf->h = pre_apply(pf, pf->h_leaf);
         gl_grad_set_enabled(was);
-        if (!pf->h) return gl_error_code();
+        if (!pf->h) {
+            gl_tensor_release(pf->h_leaf);
+            pf->h_leaf = NULL;
+            return gl_error_code();
+        }
     }
     int64_t shape[2] = {block + s->chunk, s->M};
     return (s->win = gl_tensor_empty(GL_F32, 2, shape)) ? GL_OK : gl_error_code();
