@@ -57,6 +57,10 @@ check "without a compiler one line gives the reason" \
   "test \$(grep -c 'reference: llama2.c not run: /nonexistent/cc not found (set CC)' $tmp/nocc) -eq 1"
 check "without a compiler genlab's stories15M row is still measured" \
   "awk '\$1 == \"stories15M\" && \$4 + 0 > 0 && \$8 == \"-\" { ok = 1 } END { exit !ok }' $tmp/nocc"
+GENLAB_BENCH_LLAMA2C=/nonexistent/l2c.c "$GENLAB" bench generate --quick --reference --only stories15M --threads 1 \
+  >"$tmp/nosrc" 2>&1
+check "a missing GENLAB_BENCH_LLAMA2C file: exit 0 and one line naming it" \
+  "test $? -eq 0 && test \$(grep -c 'llama2.c not run: /nonexistent/l2c.c not found (set GENLAB_BENCH_LLAMA2C)' $tmp/nosrc) -eq 1"
 
 "$GENLAB" bench train-gpt --quick --no-reference --threads 1 --only nanogpt >"$tmp/table" 2>&1
 check "the table names its columns" "has table 'GFLOP/s' && has table 'RSS MiB' && has table 'nanogpt'"

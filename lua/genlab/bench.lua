@@ -846,7 +846,10 @@ local function gpt_suite(sub, args)
   if o.reference or (o.reference == nil and not o.quick) then
     script, why = reference_script("GENLAB_BENCH_REFERENCE", "torch_reference.py")
     for _, m in ipairs(models) do
-      if m.llama2c then native = llama2c_reference(o) end
+      if m.llama2c then
+        native = llama2c_reference(o)
+        break
+      end
     end
   end
   local best, threads, rounds, exe, torch

@@ -41,7 +41,8 @@ local function used(new, old)
   return new
 end
 
--- SiLU(GroupNorm(x)) in one pass, with the values of the two ops in turn.
+-- SiLU(GroupNorm(x)) in one pass, with the values of the two ops in turn;
+-- the UNet's GroupNorms keep the default eps, and groups is theirs.
 local function norm_silu(norm, groups, x)
   return gl.group_norm(x, groups, norm.weight, norm.bias, { silu = true })
 end
