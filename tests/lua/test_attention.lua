@@ -201,35 +201,7 @@ G.run(T, {
     {input{1, 1, 3, 2}}},
 })
 
--- The decode kernel: queries are the last n of S cached positions, cache [KVH, capacity, HS].
-do
-  local function check_decode(name, NH, KVH, S, HS, n, o)
-    o = o or {}
-    local q, k, v = G.input{1, NH, n, HS}:detach(), G.input{1, KVH, S, HS}:detach(), G.input{1, KVH, S, HS}:detach()
-    local full = gl.attention(q, k, v, o) -- [1,NH,n,HS]
-    local want = full:reshape{NH, n, HS}:transpose(1, 2) -- [n,NH,HS]
-    local qd = q:reshape{NH, n, HS}:transpose(1, 2)
-    -- a cache with room for 5 more positions holding junk
-    local junk = gl.full({KVH, 5, HS}, 1e3)
-    local kc = gl.cat({k:reshape{KVH, S, HS}, junk}, 2)
-    local vc = gl.cat({v:reshape{KVH, S, HS}, junk}, 2)
-    local got = gl._attention_decode(qd, kc, vc, {scale = o.scale, window = o.window, length = S})
-    T.ok(maxdiff(got, want) < 2e-6, name .. ": decode equals the full attention's last rows", maxdiff(got, want))
-  end
-  check_decode("decode step MHA", 6, 6, 17, 8, 1)
-  check_decode("decode step GQA 4/2", 4, 2, 9, 8, 1)
-  check_decode("decode step KVH=1", 4, 1, 9, 4, 1)
-  check_decode("decode step S=600 (3 chunks)", 2, 2, 600, 16, 1)
-  check_decode("decode step S=600 window 300", 2, 1, 600, 8, 1, {window = 300})
-  check_decode("decode step unscaled window 4", 2, 2, 20, 8, 1, {scale = 1, window = 4})
-  check_decode("decode step NH=8 KVH=2 S=600 HS=64 (parallel over heads)", 8, 2, 600, 64, 1)
-  check_decode("prefill n=7 of S=10", 4, 2, 10, 8, 7)
-  check_decode("prefill n=S=12 window 5", 2, 2, 12, 8, 12, {window = 5})
-  T.raises(function() gl._attention_decode(gl.zeros{1, 3, 4}, gl.zeros{2, 5, 4}, gl.zeros{2, 5, 4}) end,
-    "attention_decode: bad sizes", "decode rejects NH not a multiple of KVH")
-  T.raises(function() gl._attention_decode(gl.zeros{1, 2, 4}, gl.zeros{2, 5, 4}, gl.zeros{2, 5, 4}, {length = 6}) end,
-    "attention_decode: bad sizes", "decode rejects a length beyond the capacity")
-end
+-- The decode kernel (gl._attention_decode): test_attention_decode.lua.
 
 -- Empty shapes give empty results (and gradients).
 do

@@ -40,6 +40,20 @@ check("257 keys (two chunks: plain path), HS=32", 2, 2, 257, 32, 1)
 check("HS=24 (plain path), S=10", 2, 2, 10, 24, 1)
 check("prefill rows n=5 of S=9, HS=32", 4, 2, 9, 32, 5)
 check("prefill rows n=S=12, window 4, HS=16", 2, 2, 12, 16, 12, {window = 4})
+-- small heads (the plain path), more keys than a chunk, a parallel call
+check("decode step MHA, HS=8", 6, 6, 17, 8, 1)
+check("decode step GQA 4/2, HS=8", 4, 2, 9, 8, 1)
+check("decode step KVH=1, HS=4", 4, 1, 9, 4, 1)
+check("decode step S=600 (3 chunks), HS=16", 2, 2, 600, 16, 1)
+check("decode step S=600 window 300, HS=8", 2, 1, 600, 8, 1, {window = 300})
+check("decode step unscaled window 4, HS=8", 2, 2, 20, 8, 1, {scale = 1, window = 4})
+check("decode step NH=8 KVH=2 S=600 HS=64 (parallel over heads)", 8, 2, 600, 64, 1)
+check("prefill n=7 of S=10, HS=8", 4, 2, 10, 8, 7)
+check("prefill n=S=12 window 5, HS=8", 2, 2, 12, 8, 12, {window = 5})
+T.raises(function() gl._attention_decode(gl.zeros{1, 3, 4}, gl.zeros{2, 5, 4}, gl.zeros{2, 5, 4}) end,
+  "attention_decode: bad sizes", "decode rejects NH not a multiple of KVH")
+T.raises(function() gl._attention_decode(gl.zeros{1, 2, 4}, gl.zeros{2, 5, 4}, gl.zeros{2, 5, 4}, {length = 6}) end,
+  "attention_decode: bad sizes", "decode rejects a length beyond the capacity")
 
 -- Large scores: the softmax must subtract the maximum (exp would overflow).
 do
