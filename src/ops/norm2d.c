@@ -100,14 +100,6 @@ static inline void affine_row(float *out, const float *x, int64_t n, float scale
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale + shift;
 }
 
-/* 1 / (1 + e^-a), in gl_silu's operations (e^-|a| then a select) so that
- * the fused SiLU gives its bits; a select, not a branch, to vectorize. */
-static GL_ALWAYS_INLINE float sigmoid_f(float a)
-{
-    float e = gl_exp_le0(-fabsf(a));
-    return (a >= 0.0f ? 1.0f : e) * (1.0f / (1.0f + e));
-}
-
 /* out [n] = silu(a) with a = x * scale + shift (affine_row's a) */
 GL_SIMD_CLONES static void affine_silu_row(float *restrict out, const float *restrict x, int64_t n, float scale,
                                            float shift)
@@ -115,7 +107,7 @@ GL_SIMD_CLONES static void affine_silu_row(float *restrict out, const float *res
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         float a = x[i] * scale + shift;
-        out[i] = a * sigmoid_f(a);
+        out[i] = a * gl_sigmoidf(a);
     }
 }
 
@@ -125,8 +117,7 @@ GL_SIMD_CLONES static void silu_grad_row(float *restrict da, const float *restri
 {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
-        float a = x[i] * scale + shift, s = sigmoid_f(a);
-        da[i] = dout[i] * (s * (1.0f + a * (1.0f - s)));
+        da[i] = dout[i] * gl_silu_gradf(x[i] * scale + shift);
     }
 }
 

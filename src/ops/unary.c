@@ -34,42 +34,11 @@
  * trap under the default -ftrapping-math), and a loop that is not
  * if-converted is not vectorized. */
 
-static inline uint32_t fbits(float f)
-{
-    uint32_t b;
-    memcpy(&b, &f, sizeof b);
-    return b;
-}
-
-static inline float bitsf(uint32_t b)
-{
-    float f;
-    memcpy(&f, &b, sizeof f);
-    return f;
-}
-
-/* x where mask is all ones, y where it is 0. */
-static inline float fsel(uint32_t mask, float x, float y) { return bitsf((fbits(x) & mask) | (fbits(y) & ~mask)); }
-
-/* 1 / (1 + e^-x) through gl_exp_le0(-|x|), so that loops over it vectorize
- * (expf's calls kept SiLU scalar: 11% of a UNet step). Beyond |x| = 87
- * the result is 1 or 0 (the true value is within 2e-38 of it); NaN gives NaN. */
-static GL_ALWAYS_INLINE float sigmoidf(float x)
-{
-    const uint32_t ax = fbits(x) & 0x7fffffffu;
-    const uint32_t big = -(uint32_t)(ax > 0x42ae0000u); /* |x| > 87 */
-    const float e = gl_exp_le0(fsel(big, -87.0f, bitsf(ax | 0x80000000u)));
-    const float inv = 1.0f / (1.0f + e);
-    const uint32_t neg = (uint32_t)((int32_t)fbits(x) >> 31);
-    const uint32_t nan = -(uint32_t)(ax > 0x7f800000u);
-    return fsel(nan, x, fsel(neg, fsel(big, 0.0f, e * inv), inv));
-}
-
 /* e^(-u^2), 0 from u^2 >= 87 on. */
 static GL_ALWAYS_INLINE float exp_neg_square(float u)
 {
-    const uint32_t tb = fbits(u * u), lim = fbits(87.0f);
-    return fsel(-(uint32_t)(tb < lim), gl_exp_le0(-bitsf(tb < lim ? tb : lim)), 0.0f);
+    const uint32_t tb = gl_fbits(u * u), lim = gl_fbits(87.0f);
+    return gl_fsel(-(uint32_t)(tb < lim), gl_exp_le0(-gl_bitsf(tb < lim ? tb : lim)), 0.0f);
 }
 
 /* erf(u) for |u| < 1: the first branch of erf_and_exp below. */
@@ -100,8 +69,8 @@ static GL_ALWAYS_INLINE float erf_and_exp(float u, float *e)
 {
     static const float P2[8] = {1.208524332e-01f,  -4.765252744e-01f, 5.712651758e-01f, -1.102082941e-01f,
                                 3.510303232e-01f,  2.587513664e-01f,  2.850616201e-01f, -1.642363871e-04f};
-    const uint32_t ab = fbits(u) & 0x7fffffffu;
-    const float a = bitsf(ab), p = erf_small(u);
+    const uint32_t ab = gl_fbits(u) & 0x7fffffffu;
+    const float a = gl_bitsf(ab), p = erf_small(u);
     *e = exp_neg_square(u);
     const float t = 1.0f / (1.0f + 0.5f * a);
     float q = P2[0];
@@ -113,8 +82,8 @@ static GL_ALWAYS_INLINE float erf_and_exp(float u, float *e)
     q = q * t + P2[6];
     q = q * t + P2[7];
     /* 1 for 4 <= |u| <= inf (one unsigned compare); NaN keeps the formula's NaN */
-    q = fsel(-(uint32_t)(ab - fbits(4.0f) <= 0x7f800000u - fbits(4.0f)), 1.0f, 1.0f - *e * q);
-    return fsel(-(uint32_t)(ab < fbits(1.0f)), p, copysignf(q, u));
+    q = gl_fsel(-(uint32_t)(ab - gl_fbits(4.0f) <= 0x7f800000u - gl_fbits(4.0f)), 1.0f, 1.0f - *e * q);
+    return gl_fsel(-(uint32_t)(ab < gl_fbits(1.0f)), p, copysignf(q, u));
 }
 
 /* x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2, as PyTorch's exact GELU */
@@ -151,15 +120,9 @@ static inline float gelu_tanh_d(float x)
     return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_C * x * x);
 }
 
-static GL_ALWAYS_INLINE float silu_d(float x)
-{
-    float s = sigmoidf(x);
-    return s * (1.0f + x * (1.0f - s));
-}
-
 /* softplus with beta a and threshold b: linear where beta*x > threshold, as PyTorch. */
 static inline float softplus_f(float x, float a, float b) { return x * a > b ? x : log1pf(expf(x * a)) / a; }
-static inline float softplus_d(float x, float a, float b) { return x * a > b ? 1.0f : sigmoidf(x * a); }
+static inline float softplus_d(float x, float a, float b) { return x * a > b ? 1.0f : gl_sigmoidf(x * a); }
 
 /* min(max(x, lo), hi) as PyTorch (hi wins when lo > hi); NaN passes through. */
 static inline float clamp_f(float x, float lo, float hi)
@@ -194,12 +157,12 @@ static inline float pow_d(float x, float p)
     X(SIN,        "sin",        sinf(x),                       g * cosf(x))                    \
     X(COS,        "cos",        cosf(x),                       -g * sinf(x))                   \
     X(TANH,       "tanh",       tanhf(x),                      g * (1.0f - y * y))             \
-    X(SIGMOID,    "sigmoid",    sigmoidf(x),                   g * y * (1.0f - y))             \
+    X(SIGMOID,    "sigmoid",    gl_sigmoidf(x),                g * y * (1.0f - y))             \
     X(RELU,       "relu",       x < 0 ? 0.0f : x,              x > 0 ? g : 0.0f)               \
     X(LEAKY_RELU, "leaky_relu", x > 0 ? x : x * a,             x > 0 ? g : g * a)              \
     X(GELU,       "gelu",       gelu_f(x),                     g * gelu_d(x, y))               \
     X(GELU_TANH,  "gelu_tanh",  gelu_tanh_f(x),                g * gelu_tanh_d(x))             \
-    X(SILU,       "silu",       x * sigmoidf(x),               g * silu_d(x))                  \
+    X(SILU,       "silu",       x * gl_sigmoidf(x),            g * gl_silu_gradf(x))           \
     X(SOFTPLUS,   "softplus",   softplus_f(x, a, b),           g * softplus_d(x, a, b))        \
     X(CLAMP,      "clamp",      clamp_f(x, a, b),              x >= a && x <= b ? g : 0.0f)    \
     X(AFFINE,     "affine",     x * a + b,                     g * a)                          \
@@ -350,7 +313,7 @@ GL_SIMD_CLONES void gl_gelu_inplace(float *x, int64_t n, bool tanh_approx)
     for (; i + 8 <= n; i += 8) {
         float *b = x + i;
         uint32_t big = 0;
-        for (int k = 0; k < 8; k++) big |= (uint32_t)((fbits(b[k] * (float)M_SQRT1_2) & 0x7fffffffu) >= fbits(1.0f));
+        for (int k = 0; k < 8; k++) big |= (uint32_t)((gl_fbits(b[k] * (float)M_SQRT1_2) & 0x7fffffffu) >= gl_fbits(1.0f));
         if (big) {
 #pragma omp simd
             for (int k = 0; k < 8; k++) b[k] = gelu_f(b[k]);
