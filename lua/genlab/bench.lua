@@ -580,20 +580,20 @@ end
 local function llama2c_reference(o)
   local cc = os.getenv("CC") or "cc"
   local ref = { label = "llama2.c", compiler = cc .. " " .. LLAMA2C_FLAGS }
-  local dir, exe
+  local dir, exe -- after a failed build: nil, and the reason in exe
   function ref.run(m, t)
     if not m.llama2c then return end
-    if not exe then
-      dir, exe = llama2c_build(cc)
-      if not dir then return nil, exe end
-    end
+    if exe == nil then dir, exe = llama2c_build(cc) end
+    if not dir then return nil, exe end
     local c, n, min_time = generate_shape(m, o)
     return run_json_child(("OMP_NUM_THREADS=%d %s %d %d %d %d %d %d %d %g"):format(t, shell_quote(exe), c.n_embd,
       c.n_hidden, c.n_layer, c.n_head, c.vocab, c.block, n, min_time), "llama2c_reference", exe .. " not found")
   end
   function ref.close()
-    if exe then os.remove(exe) end
-    if dir then os.remove(dir) end
+    if dir then
+      os.remove(exe)
+      os.remove(dir)
+    end
   end
   return ref
 end
