@@ -211,11 +211,19 @@ static gl_tensor *binary(binary_op op, gl_tensor *a, gl_tensor *b)
     float *po = gl_tensor_f32(out);
     if (a->numel == bc.numel && b->numel == bc.numel) {
         int64_t n = bc.numel;
-#define LOOP(OPC)                                                       \
-    _Pragma("omp parallel for simd if (n > 32768) schedule(static)")    \
-    for (int64_t j = 0; j < n; j++) po[j] = apply(OPC, pa[j], pb[j]);
+#define ROW(OPC) for (int64_t j = 0; j < n; j++) po[j] = apply(OPC, pa[j], pb[j]);
+        /* no `simd` for pow: powf's calls do not vectorize, and clang warns
+         * about a `simd` loop it cannot vectorize (OPC is a constant: one
+         * branch folds away) */
+#define LOOP(OPC)                                                                 \
+    if (OPC == OP_POW) {                                                          \
+        _Pragma("omp parallel for if (n > 32768) schedule(static)") ROW(OPC)      \
+    } else {                                                                      \
+        _Pragma("omp parallel for simd if (n > 32768) schedule(static)") ROW(OPC) \
+    }
         SWITCH_OP(op, LOOP)
 #undef LOOP
+#undef ROW
     } else {
         forward_ctx c = {op, pa, pb, po};
         gl_broadcast_rows(&bc, forward_row, &c);

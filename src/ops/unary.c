@@ -146,36 +146,43 @@ static inline float pow_d(float x, float p)
     return p * powf(x, p - 1.0f);
 }
 
-/*  id          name          forward                        backward (added into dx) */
-#define UNARY_OPS(X)                                                                           \
-    X(NEG,        "neg",        -x,                            -g)                             \
-    X(EXP,        "exp",        expf(x),                       g * y)                          \
-    X(LOG,        "log",        logf(x),                       g / x)                          \
-    X(SQRT,       "sqrt",       sqrtf(x),                      g * 0.5f / y)                   \
-    X(RSQRT,      "rsqrt",      1.0f / sqrtf(x),               -0.5f * g * y * y * y)          \
-    X(ABS,        "abs",        fabsf(x),                      x > 0 ? g : (x < 0 ? -g : 0.0f)) \
-    X(SIN,        "sin",        sinf(x),                       g * cosf(x))                    \
-    X(COS,        "cos",        cosf(x),                       -g * sinf(x))                   \
-    X(TANH,       "tanh",       tanhf(x),                      g * (1.0f - y * y))             \
-    X(SIGMOID,    "sigmoid",    gl_sigmoidf(x),                g * y * (1.0f - y))             \
-    X(RELU,       "relu",       x < 0 ? 0.0f : x,              x > 0 ? g : 0.0f)               \
-    X(LEAKY_RELU, "leaky_relu", x > 0 ? x : x * a,             x > 0 ? g : g * a)              \
-    X(GELU,       "gelu",       gelu_f(x),                     g * gelu_d(x, y))               \
-    X(GELU_TANH,  "gelu_tanh",  gelu_tanh_f(x),                g * gelu_tanh_d(x))             \
-    X(SILU,       "silu",       x * gl_sigmoidf(x),            g * gl_silu_gradf(x))           \
-    X(SOFTPLUS,   "softplus",   softplus_f(x, a, b),           g * softplus_d(x, a, b))        \
-    X(CLAMP,      "clamp",      clamp_f(x, a, b),              x >= a && x <= b ? g : 0.0f)    \
-    X(AFFINE,     "affine",     x * a + b,                     g * a)                          \
-    X(POW_SCALAR, "pow",        pow_f(x, a),                   g * pow_d(x, a))
+/* The loop of each forward and backward below: V a `simd` loop, for bodies
+ * that vectorize; S a scalar one, for bodies that call libm (expf, sinf,
+ * tanhf, powf; sqrtf too, for errno), which neither GCC nor clang vectorize
+ * without fast-math (clang warns about a `simd` loop it cannot vectorize). */
+#define LOOP_V _Pragma("omp parallel for simd if (n > PARALLEL_MIN) schedule(static)")
+#define LOOP_S _Pragma("omp parallel for if (n > PARALLEL_MIN) schedule(static)")
+
+/*    id          name         loop forward              loop backward (added into dx) */
+#define UNARY_OPS(X)                                                                          \
+    X(NEG,        "neg",        V, -x,                    V, -g)                              \
+    X(EXP,        "exp",        S, expf(x),               V, g * y)                           \
+    X(LOG,        "log",        S, logf(x),               V, g / x)                           \
+    X(SQRT,       "sqrt",       S, sqrtf(x),              V, g * 0.5f / y)                    \
+    X(RSQRT,      "rsqrt",      S, 1.0f / sqrtf(x),       V, -0.5f * g * y * y * y)           \
+    X(ABS,        "abs",        V, fabsf(x),              V, x > 0 ? g : (x < 0 ? -g : 0.0f)) \
+    X(SIN,        "sin",        S, sinf(x),               S, g * cosf(x))                     \
+    X(COS,        "cos",        S, cosf(x),               S, -g * sinf(x))                    \
+    X(TANH,       "tanh",       S, tanhf(x),              V, g * (1.0f - y * y))              \
+    X(SIGMOID,    "sigmoid",    V, gl_sigmoidf(x),        V, g * y * (1.0f - y))              \
+    X(RELU,       "relu",       V, x < 0 ? 0.0f : x,      V, x > 0 ? g : 0.0f)                \
+    X(LEAKY_RELU, "leaky_relu", V, x > 0 ? x : x * a,     V, x > 0 ? g : g * a)               \
+    X(GELU,       "gelu",       V, gelu_f(x),             V, g * gelu_d(x, y))                \
+    X(GELU_TANH,  "gelu_tanh",  S, gelu_tanh_f(x),        S, g * gelu_tanh_d(x))              \
+    X(SILU,       "silu",       V, x * gl_sigmoidf(x),    V, g * gl_silu_gradf(x))            \
+    X(SOFTPLUS,   "softplus",   S, softplus_f(x, a, b),   V, g * softplus_d(x, a, b))         \
+    X(CLAMP,      "clamp",      V, clamp_f(x, a, b),      V, x >= a && x <= b ? g : 0.0f)     \
+    X(AFFINE,     "affine",     V, x * a + b,             V, g * a)                           \
+    X(POW_SCALAR, "pow",        S, pow_f(x, a),           S, g * pow_d(x, a))
 
 typedef enum {
-#define X(id, name, fwd, bwd) OP_##id,
+#define X(id, name, fk, fwd, bk, bwd) OP_##id,
     UNARY_OPS(X)
 #undef X
 } unary_op;
 
 static const char *const op_names[] = {
-#define X(id, name, fwd, bwd) name,
+#define X(id, name, fk, fwd, bk, bwd) name,
     UNARY_OPS(X)
 #undef X
 };
@@ -184,9 +191,9 @@ GL_SIMD_CLONES static void unary_forward(unary_op op, float *restrict out, const
                                       float b)
 {
     switch (op) {
-#define X(id, name, fwd, bwd)                                                 \
+#define X(id, name, fk, fwd, bk, bwd)                                         \
     case OP_##id:                                                             \
-        _Pragma("omp parallel for simd if (n > PARALLEL_MIN) schedule(static)") \
+        LOOP_##fk                                                             \
         for (int64_t k = 0; k < n; k++) {                                     \
             const float x = in[k];                                            \
             out[k] = (fwd);                                                   \
@@ -217,8 +224,8 @@ GL_SIMD_CLONES static void unary_backward_kernel(unary_op op, float *restrict dx
                                               const float *restrict outp, const float *restrict gout, int64_t n,
                                               float a, float b, bool fresh)
 {
-#define LOOP(bwd, ASSIGN)                                                     \
-    _Pragma("omp parallel for simd if (n > PARALLEL_MIN) schedule(static)") \
+#define LOOP(bk, bwd, ASSIGN)                                                 \
+    LOOP_##bk                                                                 \
     for (int64_t k = 0; k < n; k++) {                                         \
         const float x = in[k], y = outp[k], g = gout[k];                      \
         (void)x; /* not every formula reads both x and y */                   \
@@ -226,13 +233,13 @@ GL_SIMD_CLONES static void unary_backward_kernel(unary_op op, float *restrict dx
         dx[k] ASSIGN (bwd);                                                   \
     }
     switch (op) {
-#define X(id, name, fwd, bwd) \
-    case OP_##id:             \
-        if (fresh) {          \
-            LOOP(bwd, =)      \
-        } else {              \
-            LOOP(bwd, +=)     \
-        }                     \
+#define X(id, name, fk, fwd, bk, bwd) \
+    case OP_##id:                     \
+        if (fresh) {                  \
+            LOOP(bk, bwd, =)          \
+        } else {                      \
+            LOOP(bk, bwd, +=)         \
+        }                             \
         break;
         UNARY_OPS(X)
 #undef X
@@ -304,8 +311,7 @@ gl_tensor *gl_gelu_tanh(gl_tensor *x) { return unary(OP_GELU_TANH, x, 0, 0); }
  * MLP inputs of a decoded token are mostly such blocks. */
 GL_SIMD_CLONES void gl_gelu_inplace(float *x, int64_t n, bool tanh_approx)
 {
-    if (tanh_approx) {
-#pragma omp simd
+    if (tanh_approx) { /* no `simd`: tanh_fast calls expf, as in GELU_TANH's loops */
         for (int64_t i = 0; i < n; i++) x[i] = gelu_tanh_f(x[i]);
         return;
     }
