@@ -63,9 +63,11 @@ gl_tensor *gl_tensor_clone_data(const gl_tensor *t);
 void gl_tensor_retain(gl_tensor *t);
 void gl_tensor_release(gl_tensor *t);
 
+/* NULL for an empty tensor, whose storage holds no block (an offset added
+ * to a null pointer is undefined). */
 static inline void *gl_tensor_data(const gl_tensor *t)
 {
-    return (char *)t->storage->data + t->offset;
+    return t->storage->data ? (char *)t->storage->data + t->offset : NULL;
 }
 static inline float *gl_tensor_f32(const gl_tensor *t) { return (float *)gl_tensor_data(t); }
 static inline size_t gl_tensor_nbytes(const gl_tensor *t)

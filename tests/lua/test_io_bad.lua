@@ -240,5 +240,20 @@ T.raises(function() gl.save(out, {w = freed}) end, "save: entry 'w' is a freed t
 T.ok(not io.open(out, "rb"), "no failed save created the file")
 T.raises(function() gl.set_rng_state() end, "bad argument #1 to 'set_rng_state' (tensor expected", "set_rng_state()")
 
+-- ---- found by fuzzing (libFuzzer + ASan/UBSan on the loaders) ----------------------------
+-- Empty tensors of every read path load with their shape; gl_tensor_data used to offset the NULL
+-- data pointer of their storage (UB that UBSan reports; the data itself was never touched).
+do
+  local p = path("empty.safetensors")
+  spit(p, st_file("{" .. tensor_json("e", '"F16"', "[0,3]", "[0,0]") .. "," .. tensor_json("u", '"U8"', "[2,0]",
+    "[0,0]") .. "}"))
+  local st = gl.load(p)
+  T.eq(table.concat(st.e:shape(), ","), "0,3", "an empty F16 tensor loads with its shape")
+  T.eq(table.concat(st.u:shape(), ","), "2,0", "an empty U8 tensor loads with its shape")
+  spit(p, string.pack(">BBBBI4I4", 0, 0, 8, 2, 0, 28))
+  local e = gl._image.idx_read(p)
+  T.eq(table.concat(e:shape(), ","), "0,28", "an empty IDX file loads with its shape")
+end
+
 os.execute("rm -rf '" .. dir .. "'")
 T.done()
