@@ -17,6 +17,12 @@
 /* Larger sides are refused before anything is allocated (a 16-bit RGBA
  * image of this size already takes 8 GiB as f32). */
 #define MAX_SIDE 32768
+/* deflate never expands data more than 1032:1, so a PNG whose header claims
+ * more pixel data than that times its size is refused before allocating */
+#define MAX_INFLATE 1032
+/* Larger images are refused as decompression bombs, as PIL does: a 130 kB
+ * 1-bit PNG of 32768x32768 would otherwise become a 4 GiB tensor. */
+#define MAX_PIXELS 178956970u
 #define PAR_MIN 65536
 
 /* ---- libpng glue: errors come back through a jump, warnings are dropped ---------- */
@@ -52,10 +58,35 @@ typedef struct {
     unsigned char *pixels; /* h rows of w * channels samples, big-endian when 16-bit */
 } png_pixels;
 
-/* Decodes the PNG stream fp (its 8 signature bytes already read) into p.
- * Allocations made after setjmp live in volatile pointers so the error path
- * can free them. */
-static gl_status decode_png(FILE *fp, const char *path, png_pixels *p)
+/* Ancillary chunks that cannot change the pixels as read here (no gamma,
+ * background or shift is applied), skipped unread: libpng would otherwise
+ * allocate the length a text or profile chunk claims (2 GiB from a 43-byte
+ * file) before finding the file too short. 5 bytes a name. */
+static const png_byte unused_chunks[] = "bKGD\0cHRM\0eXIf\0gAMA\0hIST\0iCCP\0iTXt\0oFFs\0pCAL\0pHYs\0sBIT\0"
+                                        "sCAL\0sPLT\0sRGB\0tEXt\0tIME\0zTXt";
+
+/* Refuses an image header (read, not yet transformed) whose size is a
+ * decompression bomb or more than the file can hold. */
+static gl_status check_size(png_structp png, png_infop info, uint64_t file_size, const char *path)
+{
+    uint32_t w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+    if ((uint64_t)w * h > MAX_PIXELS)
+        return gl_error(GL_EFORMAT, "image.load: %s: the %ux%u image has more than %u pixels (refused as a "
+                        "decompression bomb, as PIL does)", path, (unsigned)w, (unsigned)h, MAX_PIXELS);
+    /* the filtered rows (a filter byte each) the IDAT data must inflate to;
+     * interlacing only adds to this. A size of 0 is unknown (a pipe). */
+    uint64_t need = (uint64_t)h * (png_get_rowbytes(png, info) + 1);
+    if (file_size && need > file_size * MAX_INFLATE)
+        return gl_error(GL_EFORMAT, "image.load: %s: the header's %ux%u image needs %llu bytes of pixel data, more "
+                        "than a %llu-byte PNG can hold (truncated or corrupt file)", path, (unsigned)w, (unsigned)h,
+                        (unsigned long long)need, (unsigned long long)file_size);
+    return GL_OK;
+}
+
+/* Decodes the PNG stream fp of file_size bytes (its 8 signature bytes
+ * already read) into p. Allocations made after setjmp live in volatile
+ * pointers so the error path can free them. */
+static gl_status decode_png(FILE *fp, uint64_t file_size, const char *path, png_pixels *p)
 {
     png_ctx ctx = {.msg = "unknown libpng error"};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx, on_png_error, on_png_warning);
@@ -80,11 +111,16 @@ static gl_status decode_png(FILE *fp, const char *path, png_pixels *p)
     png_init_io(png, fp);
     png_set_sig_bytes(png, 8);
     png_set_user_limits(png, MAX_SIDE, MAX_SIDE);
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, unused_chunks, (int)(sizeof unused_chunks / 5));
     png_read_info(png, info);
+    if (check_size(png, info, file_size, path) != GL_OK) {
+        png_destroy_read_struct(&png, &info, NULL);
+        return GL_EFORMAT;
+    }
+    uint32_t w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     png_set_expand(png); /* palette -> RGB(A), grey < 8 bits -> 8, tRNS -> alpha */
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
-    uint32_t w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     int channels = png_get_channels(png, info), bytes = png_get_bit_depth(png, info) == 16 ? 2 : 1;
     size_t rowbytes = png_get_rowbytes(png, info);
     if (rowbytes != (size_t)w * (size_t)channels * (size_t)bytes) {
@@ -121,7 +157,8 @@ gl_tensor *gl_image_read_png(const char *path)
         return gl_error_null(GL_EFORMAT, "image.load: %s: not a PNG file (no PNG signature; only PNG is read)", path);
     }
     png_pixels p;
-    gl_status st = decode_png(fp, path, &p);
+    struct stat sb;
+    gl_status st = decode_png(fp, fstat(fileno(fp), &sb) == 0 ? (uint64_t)sb.st_size : 0, path, &p);
     fclose(fp);
     if (st != GL_OK) return NULL;
     int64_t shape[3] = {p.channels, p.h, p.w};
