@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "io/atomic.h"
 #include "io/llama2c.h"
 #include "io/safetensors.h"
+#include "text/tokenizer.h"
 
 #define FORMAT "genlab-gpt"
 #define VERSION "1"
@@ -106,7 +108,8 @@ static gl_status json_int(const cJSON *o, const char *key, bool required, int64_
         return GL_OK;
     }
     double d = cJSON_GetNumberValue(it);
-    if (!cJSON_IsNumber(it) || d != (double)(int64_t)d || d < -9e15 || d > 9e15)
+    /* the range first: casting 1e300 to int64_t is undefined */
+    if (!cJSON_IsNumber(it) || !(d >= -9e15 && d <= 9e15) || d != (double)(int64_t)d)
         return gl_error(GL_EFORMAT, "load: %s: '%s' must be an integer", what, key);
     *v = (int64_t)d;
     return GL_OK;
@@ -288,6 +291,8 @@ static char *read_text(const char *path)
 /* The config of an HF config.json (GPT2, GPT-Neo, LLaMA). */
 static gl_status hf_config(const char *path, gl_gpt_config *c)
 {
+    char shown[64]; /* a string of the file in an error message, one line */
+#define SHOW(s) gl_text_show((s), strlen(s), shown, sizeof shown)
     char *text = read_text(path);
     if (!text) return gl_error_code();
     cJSON *o = cJSON_Parse(text);
@@ -324,6 +329,7 @@ static gl_status hf_config(const char *path, gl_gpt_config *c)
         if (st == GL_OK) st = json_float(o, "layer_norm_epsilon", &c->norm_eps, path);
         /* attention_layers: ["global", "local", ...]; else expand attention_types [[["global","local"], n], ...] */
         const cJSON *al = cJSON_GetObjectItemCaseSensitive(o, "attention_layers");
+        const cJSON *at = cJSON_GetObjectItemCaseSensitive(o, "attention_types");
         int64_t k = 0;
         if (cJSON_IsArray(al)) {
             const cJSON *it;
@@ -334,12 +340,14 @@ static gl_status hf_config(const char *path, gl_gpt_config *c)
                 k++;
             }
         } else {
-            const cJSON *at = cJSON_GetObjectItemCaseSensitive(o, "attention_types"), *grp;
+            const cJSON *grp;
             cJSON_ArrayForEach(grp, at)
             {
                 const cJSON *kinds = cJSON_GetArrayItem(grp, 0), *it;
-                int reps = (int)cJSON_GetNumberValue(cJSON_GetArrayItem(grp, 1));
-                for (int r = 0; r < reps && r < 4096; r++) cJSON_ArrayForEach(it, kinds)
+                /* clamped before the cast (a missing count is NaN); past 4096 layers config_finish refuses anyway */
+                double reps = cJSON_GetNumberValue(cJSON_GetArrayItem(grp, 1));
+                int64_t n = reps >= 0 ? (int64_t)fmin(reps, 4097) : 0;
+                for (int64_t r = 0; r < n && k <= 4096; r++) cJSON_ArrayForEach(it, kinds)
                     {
                         const char *s = cJSON_GetStringValue(it);
                         if (s && !strcmp(s, "local") && k < 64) c->local_layers |= (uint64_t)1 << k;
@@ -347,7 +355,7 @@ static gl_status hf_config(const char *path, gl_gpt_config *c)
                     }
             }
         }
-        if (st == GL_OK && k && k != c->n_layer)
+        if (st == GL_OK && (k || cJSON_IsArray(al) || cJSON_IsArray(at)) && k != c->n_layer)
             st = gl_error(GL_EFORMAT, "load: %s: attention layers list %lld entries for %lld layers", path,
                           (long long)k, (long long)c->n_layer);
     } else if (type && !strcmp(type, "llama")) {
@@ -370,24 +378,25 @@ static gl_status hf_config(const char *path, gl_gpt_config *c)
         if (st == GL_OK && ab) st = gl_error(GL_EFORMAT, "load: %s: attention_bias is not supported", path);
         act = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "hidden_act"));
         if (st == GL_OK && act && strcmp(act, "silu"))
-            st = gl_error(GL_EFORMAT, "load: %s: hidden_act '%s' is not supported (silu)", path, act);
+            st = gl_error(GL_EFORMAT, "load: %s: hidden_act '%s' is not supported (silu)", path, SHOW(act));
         act = NULL;
     } else {
         st = gl_error(GL_EFORMAT, "load: %s: model_type '%s' is not supported (gpt2, gpt_neo or llama)", path,
-                      type ? type : "(missing)");
+                      type ? SHOW(type) : "(missing)");
     }
     if (st == GL_OK && act) {
         if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh") || !strcmp(act, "gelu_fast"))
             c->gelu_tanh = true;
         else if (strcmp(act, "gelu"))
             st = gl_error(GL_EFORMAT, "load: %s: activation_function '%s' is not supported (gelu, gelu_new)", path,
-                          act);
+                          SHOW(act));
     }
     if (st == GL_OK) st = json_bool(o, "tie_word_embeddings", &tie, path);
     c->tie_head = tie;
     cJSON_Delete(o);
     if (st == GL_OK && gl_gpt_config_finish(c) != GL_OK) st = with_path(path);
     return st;
+#undef SHOW
 }
 
 /* Finds a tensor of the file by its HF name, with or without the top prefix,
@@ -433,6 +442,30 @@ static gl_status hf_copy(hf_src *s, const char *name, gl_tensor *dst, int64_t ro
     }
     for (int64_t i = 0; i < cols; i++)
         for (int64_t j = 0; j < rows; j++) d[j * cols + i] = x[i * rows + j];
+    return GL_OK;
+}
+
+/* Before the model is built: config.json must agree with the file's token
+ * embedding, and cannot claim more weights than the file holds, so a wrong or
+ * hostile config fails with a message instead of allocating (and randomly
+ * initializing) gigabytes. need is a lower bound of every arch's weights:
+ * embeddings, one [C, C] attention matrix and two [C, F] MLP ones per layer. */
+static gl_status hf_precheck(hf_src *s, const gl_gpt_config *c)
+{
+    bool llama = c->arch == GL_GPT_LLAMA;
+    const char *emb = llama ? "model.embed_tokens.weight" : "transformer.wte.weight";
+    gl_tensor *t = hf_find(s, emb);
+    int64_t want[2] = {c->vocab_size, c->n_embd};
+    if (!t) return gl_error(GL_EFORMAT, "load: %s: tensor '%s' is missing", s->file, emb);
+    if (!gl_shape_equal(t->ndim, t->shape, 2, want)) return shape_error(s, emb, t, 2, want);
+    double C = (double)c->n_embd, have = 0;
+    double need = (double)c->vocab_size * C + (llama ? 0 : (double)c->block_size * C) +
+                  (double)c->n_layer * (C * C + 2 * C * (double)c->n_hidden);
+    for (int64_t i = 0; i < s->st->n; i++) have += (double)s->st->tensors[i]->numel;
+    if (need > have)
+        return gl_error(GL_EFORMAT,
+                        "load: %s: config.json implies at least %.0f weights but the file holds %.0f (wrong config.json?)",
+                        s->file, need, have);
     return GL_OK;
 }
 
@@ -531,7 +564,7 @@ gl_module *gl_gpt_load_hf(const char *path)
     }
     const char *base = strrchr(st_path, '/');
     hf_src src = {base ? base + 1 : st_path, &st, used};
-    if (!(m = fresh(&c))) goto done;
+    if (hf_precheck(&src, &c) != GL_OK || !(m = fresh(&c))) goto done;
     if (hf_fill(m, &src) != GL_OK) {
         gl_module_release(m);
         m = NULL;

@@ -220,10 +220,11 @@ static gl_status load_encoder(gl_tokenizer *tok, const char *path)
     cJSON_ArrayForEach(it, root) {
         if (st) break;
         double v = cJSON_IsNumber(it) ? it->valuedouble : -1;
+        char q[64];
         if (v < 0 || v >= (double)n || v != (double)(int64_t)v || by_id[(int64_t)v])
             st = gl_error(GL_EFORMAT, "gpt2: '%s': token \"%s\" has id %s; ids must be distinct, 0..%lld", path,
-                          it->string, cJSON_IsNumber(it) ? "out of range or repeated" : "that is not a number",
-                          (long long)n - 1);
+                          gl_text_show(it->string, strlen(it->string), q, sizeof q),
+                          cJSON_IsNumber(it) ? "out of range or repeated" : "that is not a number", (long long)n - 1);
         else by_id[(int64_t)v] = it->string;
     }
     for (int64_t i = 0; i < n && !st; i++) st = gl_strtab_add(&tok->pieces, by_id[i], strlen(by_id[i]));
@@ -256,9 +257,10 @@ static gl_status load_merges(gl_tokenizer *tok, const char *path)
                 memcpy(buf + la, sp + 1, lb);
                 int64_t a = gl_strtab_find(&tok->pieces, p, la), b = gl_strtab_find(&tok->pieces, sp + 1, lb);
                 int64_t m = gl_strtab_find(&tok->pieces, buf, la + lb);
+                char q[64];
                 if (a < 0 || b < 0 || m < 0)
-                    st = gl_error(GL_EFORMAT, "gpt2: '%s' line %lld: merge \"%.*s\" uses a token not in the encoder",
-                                  path, (long long)line, (int)l, p);
+                    st = gl_error(GL_EFORMAT, "gpt2: '%s' line %lld: merge \"%s\" uses a token not in the encoder",
+                                  path, (long long)line, gl_text_show(p, l, q, sizeof q));
                 else st = gl_pairmap_put(&tok->merges, (int32_t)a, (int32_t)b, (int32_t)m, rank++);
             }
         }

@@ -84,11 +84,32 @@ static int cmp_split(const void *pa, const void *pb)
     return (a->right > b->right) - (a->right < b->right);
 }
 
+/* has[l] = 1 when some normal piece is l bytes long (malloc'd, *maxl + 1 entries). */
+static uint8_t *normal_lengths(const gl_tokenizer *tok, size_t *maxl)
+{
+    *maxl = 0;
+    for (int64_t id = 0; id < tok->pieces.n; id++) {
+        size_t l = tok->pieces.off[id + 1] - tok->pieces.off[id];
+        if (tok->type[id] == GL_PIECE_NORMAL && l > *maxl) *maxl = l;
+    }
+    uint8_t *has = calloc(*maxl + 1, 1);
+    for (int64_t id = 0; has && id < tok->pieces.n; id++)
+        if (tok->type[id] == GL_PIECE_NORMAL) has[tok->pieces.off[id + 1] - tok->pieces.off[id]] = 1;
+    return has;
+}
+
 gl_status gl_spm_merges_from_scores(gl_tokenizer *tok, const char *op)
 {
-    size_t n = 0, cap = 1024;
+    size_t n = 0, cap = 1024, maxl;
     split *all = malloc(cap * sizeof *all);
-    if (!all) return gl_error(GL_ENOMEM, "%s: out of memory", op);
+    /* Splits whose halves have no piece of their length are skipped without
+     * hashing them: a long piece would otherwise cost time quadratic in its length. */
+    uint8_t *has = normal_lengths(tok, &maxl);
+    if (!all || !has) {
+        free(all);
+        free(has);
+        return gl_error(GL_ENOMEM, "%s: out of memory", op);
+    }
     for (int64_t id = 0; id < tok->pieces.n; id++) {
         if (tok->type[id] != GL_PIECE_NORMAL) continue;
         size_t l;
@@ -97,13 +118,14 @@ gl_status gl_spm_merges_from_scores(gl_tokenizer *tok, const char *op)
         for (size_t i = 0, k; i < l; i += k) {
             k = (size_t)gl_utf8_decode((const unsigned char *)s + i, l - i, &cp);
             if (!k) k = 1;
-            if (i == 0) continue;
+            if (i == 0 || !has[i] || !has[l - i]) continue;
             int64_t a = gl_strtab_find(&tok->pieces, s, i), b = gl_strtab_find(&tok->pieces, s + i, l - i);
             if (a < 0 || b < 0 || tok->type[a] != GL_PIECE_NORMAL || tok->type[b] != GL_PIECE_NORMAL) continue;
             if (n == cap) {
                 split *m = realloc(all, 2 * cap * sizeof *all);
                 if (!m) {
                     free(all);
+                    free(has);
                     return gl_error(GL_ENOMEM, "%s: out of memory", op);
                 }
                 all = m;
@@ -112,6 +134,7 @@ gl_status gl_spm_merges_from_scores(gl_tokenizer *tok, const char *op)
             all[n++] = (split){tok->scores[id], (int32_t)a, (int32_t)b, (int32_t)id};
         }
     }
+    free(has);
     qsort(all, n, sizeof *all, cmp_split);
     gl_status st = GL_OK;
     for (size_t i = 0; i < n && !st; i++) st = gl_pairmap_put(&tok->merges, all[i].left, all[i].right, all[i].merged, (int32_t)i);

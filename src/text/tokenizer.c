@@ -80,6 +80,27 @@ size_t gl_utf8_check(const char *s, size_t len)
     return len;
 }
 
+const char *gl_text_show(const char *s, size_t len, char *buf, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        if (c == '\n' || c == '\t' || c == '\r') snprintf(esc, sizeof esc, "\\%c", c == '\n' ? 'n' : c == '\t' ? 't' : 'r');
+        else if (c < 0x20 || c == 0x7F) snprintf(esc, sizeof esc, "\\x%02X", c);
+        else esc[0] = (char)c, esc[1] = '\0';
+        size_t l = strlen(esc);
+        if (k + l + 4 > cap) { /* room for "..." and the NUL */
+            memcpy(buf + k, "...", 4);
+            return buf;
+        }
+        memcpy(buf + k, esc, l);
+        k += l;
+    }
+    buf[k] = '\0';
+    return buf;
+}
+
 /* --- string table ------------------------------------------------------------ */
 
 static uint64_t hash_bytes(const char *s, size_t len)
@@ -480,8 +501,11 @@ static gl_status json_vocab(gl_tokenizer *tok, const cJSON *vocab, const cJSON *
     const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
         if (!cJSON_IsNumber(it) || it->valuedouble < 0 || it->valuedouble >= 1e7 ||
-            it->valuedouble != (double)(int64_t)it->valuedouble)
-            return gl_error(GL_EFORMAT, "from_json: '%s': vocab entry '%s' has no valid id", path, it->string);
+            it->valuedouble != (double)(int64_t)it->valuedouble) {
+            char q[64];
+            return gl_error(GL_EFORMAT, "from_json: '%s': vocab entry '%s' has no valid id", path,
+                            gl_text_show(it->string, strlen(it->string), q, sizeof q));
+        }
         if ((int64_t)it->valuedouble + 1 > n) n = (int64_t)it->valuedouble + 1;
     }
     cJSON_ArrayForEach(it, added) {
@@ -497,8 +521,10 @@ static gl_status json_vocab(gl_tokenizer *tok, const cJSON *vocab, const cJSON *
     cJSON_ArrayForEach(it, vocab) {
         int64_t id = (int64_t)it->valuedouble;
         if (by_id[id]) {
-            gl_error(GL_EFORMAT, "from_json: '%s': tokens \"%s\" and \"%s\" share id %lld", path, by_id[id], it->string,
-                     (long long)id);
+            char q1[64], q2[64];
+            gl_error(GL_EFORMAT, "from_json: '%s': tokens \"%s\" and \"%s\" share id %lld", path,
+                     gl_text_show(by_id[id], strlen(by_id[id]), q1, sizeof q1),
+                     gl_text_show(it->string, strlen(it->string), q2, sizeof q2), (long long)id);
             free(by_id);
             return GL_EFORMAT;
         }
@@ -538,8 +564,9 @@ static gl_status json_merges(gl_tokenizer *tok, const cJSON *merges, const char 
         if (cJSON_IsString(it)) {
             a = it->valuestring;
             const char *sp = strchr(a + (a[0] != '\0'), ' ');
+            char q[64];
             if (!sp) return gl_error(GL_EFORMAT, "from_json: '%s': merge %lld \"%s\" is not \"left right\"", path,
-                                     (long long)rank + 1, a);
+                                     (long long)rank + 1, gl_text_show(a, strlen(a), q, sizeof q));
             la = (size_t)(sp - a), b = sp + 1, lb = strlen(b);
         } else if (cJSON_GetArraySize(it) == 2 && cJSON_IsString(cJSON_GetArrayItem(it, 0)) &&
                    cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
@@ -556,9 +583,12 @@ static gl_status json_merges(gl_tokenizer *tok, const cJSON *merges, const char 
         memcpy(buf + la, b, lb);
         int64_t ia = gl_strtab_find(&tok->pieces, a, la), ib = gl_strtab_find(&tok->pieces, b, lb);
         int64_t im = gl_strtab_find(&tok->pieces, buf, la + lb);
-        if (ia < 0 || ib < 0 || im < 0)
-            return gl_error(GL_EFORMAT, "from_json: '%s': merge %lld (\"%.*s\" \"%.*s\") uses a piece not in the vocab",
-                            path, (long long)rank + 1, (int)la, a, (int)lb, b);
+        if (ia < 0 || ib < 0 || im < 0) {
+            char qa[64], qb[64];
+            return gl_error(GL_EFORMAT, "from_json: '%s': merge %lld (\"%s\" \"%s\") uses a piece not in the vocab",
+                            path, (long long)rank + 1, gl_text_show(a, la, qa, sizeof qa),
+                            gl_text_show(b, lb, qb, sizeof qb));
+        }
         gl_status st = gl_pairmap_put(&tok->merges, (int32_t)ia, (int32_t)ib, (int32_t)im, (int32_t)rank);
         if (st) return st;
         rank++;
@@ -586,8 +616,10 @@ gl_tokenizer *gl_tokenizer_json_load(const char *path)
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (!type_is(model, "BPE")) {
         const cJSON *ty = cJSON_GetObjectItemCaseSensitive(model, "type");
+        char q[64];
         gl_error(GL_EFORMAT, "from_json: '%s': model.type is %s%s%s; only BPE tokenizers are supported", path,
-                 cJSON_IsString(ty) ? "\"" : "", cJSON_IsString(ty) ? ty->valuestring : "missing",
+                 cJSON_IsString(ty) ? "\"" : "",
+                 cJSON_IsString(ty) ? gl_text_show(ty->valuestring, strlen(ty->valuestring), q, sizeof q) : "missing",
                  cJSON_IsString(ty) ? "\"" : "");
         goto done;
     }

@@ -92,4 +92,8 @@ float gl_tokenizer_score(const gl_tokenizer *tok, int64_t id);
  * came from. malloc'd, NUL-terminated. */
 char *gl_tokenizer_serialize(const gl_tokenizer *tok, size_t *len);
 
+/* s[0..len) made safe for a one-line error message: control bytes as \n,
+ * \t, \r or \xNN, cut with "..." to fit buf (cap >= 8). Returns buf. */
+const char *gl_text_show(const char *s, size_t len, char *buf, size_t cap);
+
 #endif
