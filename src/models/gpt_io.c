@@ -234,8 +234,10 @@ static gl_module *load_genlab(const char *path, gl_safetensors *st, gl_gpt_load_
     gl_status s = GL_OK;
     for (int64_t i = 0; i < st->n && s == GL_OK; i++) s = gl_tensor_list_add(&src, st->names[i], st->tensors[i]);
     if (s == GL_OK) s = gl_module_load_state_dict(m, &src, false, &missing, &unexpected);
+    char shown[64]; /* the file's tensor name, on one line */
     if (s == GL_OK && unexpected.n)
-        s = gl_error(GL_EFORMAT, "load: %s: unexpected tensor '%s' for this config", path, unexpected.items[0].name);
+        s = gl_error(GL_EFORMAT, "load: %s: unexpected tensor '%s' for this config", path,
+                     gl_text_show(unexpected.items[0].name, strlen(unexpected.items[0].name), shown, sizeof shown));
     for (int64_t i = 0; s == GL_OK && i < missing.n; i++)
         if (!(c.tie_head && !strcmp(missing.items[i].name, "lm_head.weight")))
             s = gl_error(GL_EFORMAT, "load: %s: tensor '%s' is missing", path, missing.items[i].name);
@@ -525,11 +527,13 @@ static gl_status hf_fill(gl_module *m, hf_src *s)
             st = hf_copy(s, n, dst, 0, rows, false);
         }
     }
-    for (int64_t i = 0; i < s->st->n && st == GL_OK; i++)
-        if (!s->used[i] && !ignorable(s->st->names[i]) &&
-            !(c->tie_head && (!strcmp(s->st->names[i], "lm_head.weight"))))
-            st = gl_error(GL_EFORMAT, "load: %s: unexpected tensor '%s' for a %s model (wrong config.json?)", s->file,
-                          s->st->names[i], gl_gpt_arch_name(c->arch));
+    for (int64_t i = 0; i < s->st->n && st == GL_OK; i++) {
+        const char *name = s->st->names[i];
+        if (s->used[i] || ignorable(name) || (c->tie_head && !strcmp(name, "lm_head.weight"))) continue;
+        char shown[64]; /* the file's tensor name, on one line */
+        st = gl_error(GL_EFORMAT, "load: %s: unexpected tensor '%s' for a %s model (wrong config.json?)", s->file,
+                      gl_text_show(name, strlen(name), shown, sizeof shown), gl_gpt_arch_name(c->arch));
+    }
     gl_tensor_list_clear(&sd);
     return st;
 }

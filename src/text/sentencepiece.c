@@ -84,6 +84,10 @@ static int cmp_split(const void *pa, const void *pb)
     return (a->right > b->right) - (a->right < b->right);
 }
 
+/* A bound on the bytes gl_spm_merges_from_scores hashes (about 2 s); real
+ * vocabularies need a few million (LLaMA's 32,000 pieces: under 2 million). */
+#define MERGE_HASH_BYTES (1ull << 31)
+
 /* has[l] = 1 when some normal piece is l bytes long (malloc'd, *maxl + 1 entries). */
 static uint8_t *normal_lengths(const gl_tokenizer *tok, size_t *maxl)
 {
@@ -109,6 +113,20 @@ gl_status gl_spm_merges_from_scores(gl_tokenizer *tok, const char *op)
         free(all);
         free(has);
         return gl_error(GL_ENOMEM, "%s: out of memory", op);
+    }
+    /* What is left to hash is bounded up front: a vocabulary of every prefix of
+     * one long string passes the length test at every split (cubic time). */
+    uint64_t bytes = 0;
+    for (int64_t id = 0; id < tok->pieces.n; id++) {
+        size_t l = tok->pieces.off[id + 1] - tok->pieces.off[id];
+        for (size_t i = 1; tok->type[id] == GL_PIECE_NORMAL && i < l; i++) bytes += has[i] && has[l - i] ? l : 0;
+    }
+    if (bytes > MERGE_HASH_BYTES) {
+        free(all);
+        free(has);
+        return gl_error(GL_EFORMAT, "%s: rebuilding the merges would hash %llu bytes of piece halves (at most %llu): "
+                        "the vocabulary's pieces are too long", op, (unsigned long long)bytes,
+                        (unsigned long long)MERGE_HASH_BYTES);
     }
     for (int64_t id = 0; id < tok->pieces.n; id++) {
         if (tok->type[id] != GL_PIECE_NORMAL) continue;

@@ -91,6 +91,10 @@ const char *gl_text_show(const char *s, size_t len, char *buf, size_t cap)
         else esc[0] = (char)c, esc[1] = '\0';
         size_t l = strlen(esc);
         if (k + l + 4 > cap) { /* room for "..." and the NUL */
+            size_t j = k; /* the last character's lead byte is buf[j - 1]; drop it if cut short */
+            while (j > 0 && ((unsigned char)buf[j - 1] & 0xC0) == 0x80) j--;
+            unsigned char lead = j > 0 ? (unsigned char)buf[j - 1] : 0;
+            if (lead >= 0xC0 && k - (j - 1) < (size_t)(lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2)) k = j - 1;
             memcpy(buf + k, "...", 4);
             return buf;
         }

@@ -52,6 +52,18 @@ do
   T.eq(tok:id("a"), 4, "llama2c: the short piece keeps its id")
 end
 
+do
+  -- Every prefix of one 2000-byte string: each split of each piece passes the
+  -- length test, so the rebuild would hash about N^3 / 3 bytes (seconds to
+  -- minutes); it is refused up front, by its count.
+  local long = ("abcdefghij"):rep(200)
+  local pieces = { { "<unk>" }, { "\n<s>\n" }, { "\n</s>\n" } }
+  for l = 1, #long do pieces[#pieces + 1] = { long:sub(1, l), -l } end
+  local p = spit(path("prefixes.bin"), l2c_tok(#long, pieces))
+  bad(function() tk.llama2c(p) end, "llama2c: rebuilding the merges would hash",
+    "llama2c: a vocabulary of every prefix of a long string is refused, not rebuilt in cubic time")
+end
+
 -- ---------------------------------------------------------------- strings of the file in messages
 -- Pieces, merges and config strings are echoed in errors: control bytes
 -- (a newline inside a merge) broke the one-line message; now they are
@@ -82,6 +94,19 @@ do
     'line 1: merge "a\\rx b" uses a token not in the encoder', "vocab.bpe: a carriage return inside a line is escaped")
 end
 
+-- A tensor name of the file with a newline and an escape sequence.
+do
+  local src = "../fixtures/models/gpt2/"
+  local d = path("hf-name")
+  assert(os.execute("mkdir -p '" .. d .. "'"))
+  local t = gl.load(src .. "model.safetensors")
+  t["evil\n\27[31mname"] = gl.zeros { 1 }
+  gl.save(d .. "/model.safetensors", t)
+  spit(d .. "/config.json", slurp(src .. "config.json"))
+  bad(function() gl.models.load(d) end, "unexpected tensor 'evil\\n\\x1B[31mname' for a gpt2 model",
+    "hf: an unexpected tensor's name is escaped in the message")
+end
+
 -- ---------------------------------------------------------------- HF config.json
 -- A config.json that claims a far larger model than model.safetensors holds
 -- used to build (allocate and randomly initialize) the whole model before
@@ -103,6 +128,10 @@ do
     "hf: a vocab_size that disagrees with the embedding is named before allocating")
   spit(d .. "/config.json", (cfg:gsub('"gpt2"', '"gpt2\\nx"')))
   bad(function() gl.models.load(d) end, "model_type 'gpt2\\nx' is not supported", "hf: a newline in model_type is escaped")
+  spit(d .. "/config.json", (cfg:gsub('"gpt2"', '"' .. "x" .. ("\u{2581}"):rep(30) .. '"')))
+  local _, err = pcall(gl.models.load, d)
+  T.ok(tostring(err):find("...' is not supported", 1, true) and utf8.len(tostring(err)),
+    "hf: a long model_type is cut before a whole UTF-8 character", tostring(err))
   spit(d .. "/config.json", (cfg:gsub('"gelu_new"', '"\\u0007gelu"')))
   bad(function() gl.models.load(d) end, "activation_function '\\x07gelu' is not supported",
     "hf: a control byte in activation_function is escaped")
