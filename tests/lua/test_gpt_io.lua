@@ -4,25 +4,12 @@
 local T = require "tap"
 local gl = require "genlab"
 
-local tmp = os.tmpname()
-os.remove(tmp)
-os.execute("mkdir -p " .. tmp)
-local function path(name) return tmp .. "/" .. name end
+local F = require "files"
+local write, read = F.spit, F.slurp
+
+local tmp, path = F.tmpdir()
 
 local function max_abs_diff(a, b) return (a - b):abs():max():item() end
-
-local function write(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function read(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
 gl.seed(5)
 local ids = gl.randint(0, 11, { 2, 9 })
@@ -279,5 +266,5 @@ do -- a tokenizer next to the weights is attached (uses ../shared/data when pres
   end
 end
 
-os.execute("rm -rf " .. tmp)
+F.remove(tmp)
 T.done()

@@ -4,21 +4,10 @@ local T = require "tap"
 local gl = require "genlab"
 local checkpoint = require "genlab.checkpoint"
 
-local dir = os.tmpname()
-os.remove(dir)
-assert(os.execute("mkdir -p '" .. dir .. "'"))
-local function path(name) return dir .. "/" .. name end
-local function slurp(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-local function spit(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
+local F = require "files"
+local spit, slurp = F.spit, F.slurp
+
+local dir, path = F.tmpdir()
 local function listing()
   local p = io.popen("ls -A '" .. dir .. "'")
   local s = p:read("a")
@@ -365,5 +354,5 @@ else
   print("# skip: gl.nn.Linear or gl.optim.adam is not available")
 end
 
-os.execute("rm -rf '" .. dir .. "'")
+F.remove(dir)
 T.done()

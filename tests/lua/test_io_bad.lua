@@ -4,21 +4,10 @@
 local T = require "tap"
 local gl = require "genlab"
 
-local dir = os.tmpname()
-os.remove(dir)
-assert(os.execute("mkdir -p '" .. dir .. "'"))
-local function path(name) return dir .. "/" .. name end
-local function spit(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
-local function slurp(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local F = require "files"
+local spit, slurp = F.spit, F.slurp
+
+local dir, path = F.tmpdir()
 
 -- A file with this header text (padded to 8) and data.
 local function st_file(json, data)
@@ -296,5 +285,5 @@ do
     "a text chunk claiming 2 GiB in a 43-byte PNG")
 end
 
-os.execute("rm -rf '" .. dir .. "'")
+F.remove(dir)
 T.done()

@@ -5,22 +5,10 @@ local T = require "tap"
 local gl = require "genlab"
 local tk = gl.tokenizer
 
-local dir = os.tmpname()
-os.remove(dir)
-assert(os.execute("mkdir -p '" .. dir .. "'"))
-local function path(name) return dir .. "/" .. name end
-local function spit(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-  return p
-end
-local function slurp(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local F = require "files"
+local spit, slurp = F.spit, F.slurp
+
+local dir, path = F.tmpdir()
 
 -- fn must raise a one-line error containing want.
 local function bad(fn, want, name)
@@ -164,4 +152,5 @@ do
     "neo: attention_types with a string count is refused")
 end
 
+F.remove(dir)
 T.done()
