@@ -77,12 +77,96 @@ static gl_status grad_slot(gl_tensor **slot, const gl_tensor *like, float **buf)
     return GL_OK;
 }
 
-/* The gradient slot of input i, NULL when it needs no gradient. */
+/* ---- gradient sinks ------------------------------------------------------------------------ */
+
+struct gl_grad_sink {
+    int n;
+    gl_tensor **leaves; /* retained */
+    gl_tensor **grads;  /* grads[k]: leaves[k]'s gradient from this sink's thread, or NULL */
+};
+
+static _Thread_local gl_grad_sink *sink; /* the calling thread's, if any */
+
+gl_grad_sink *gl_grad_sink_new(int n, gl_tensor *const *leaves)
+{
+    gl_grad_sink *s = calloc(1, sizeof *s);
+    if (s && n > 0) {
+        s->leaves = calloc((size_t)n, sizeof *s->leaves);
+        s->grads = calloc((size_t)n, sizeof *s->grads);
+    }
+    if (!s || (n > 0 && (!s->leaves || !s->grads))) {
+        if (s) free(s->leaves);
+        free(s);
+        return gl_error_null(GL_ENOMEM, "gradient sink: out of memory");
+    }
+    s->n = n;
+    for (int k = 0; k < n; k++) {
+        s->leaves[k] = leaves[k];
+        gl_tensor_retain(leaves[k]);
+    }
+    return s;
+}
+
+void gl_grad_sink_free(gl_grad_sink *s)
+{
+    if (!s) return;
+    for (int k = 0; k < s->n; k++) {
+        gl_tensor_release(s->leaves[k]);
+        gl_tensor_release(s->grads[k]);
+    }
+    free(s->leaves);
+    free(s->grads);
+    free(s);
+}
+
+gl_grad_sink *gl_grad_sink_use(gl_grad_sink *s)
+{
+    gl_grad_sink *was = sink;
+    sink = s;
+    return was;
+}
+
+void gl_grad_sink_merge(int n, gl_grad_sink *const *sinks)
+{
+    if (n == 0) return;
+    int leaves = sinks[0]->n;
+    /* leaf by leaf, each on one thread: the sinks add in their order whatever the thread count */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int k = 0; k < leaves; k++) {
+        gl_tensor *leaf = sinks[0]->leaves[k];
+        for (int r = 0; r < n; r++) {
+            gl_tensor *g = sinks[r]->grads[k];
+            if (!g) continue;
+            sinks[r]->grads[k] = NULL;
+            if (!leaf->grad) { /* the first gradient becomes the leaf's own */
+                leaf->grad = g;
+                continue;
+            }
+            float *dst = gl_tensor_f32(leaf->grad);
+            const float *src = gl_tensor_f32(g);
+            for (int64_t i = 0; i < leaf->numel; i++) dst[i] += src[i];
+            gl_tensor_release(g);
+        }
+    }
+}
+
+/* The gradient slot of input i, NULL when it needs no gradient. A leaf's
+ * slot is in the thread's sink when the sink holds that leaf. */
 static gl_tensor **slot_of(gl_node *node, int i)
 {
     gl_tensor *in = node->inputs[i];
     if (!in || !in->requires_grad) return NULL;
-    return in->grad_fn ? &in->grad_fn->gout : &in->grad;
+    if (in->grad_fn) return &in->grad_fn->gout;
+    if (sink)
+        for (int k = 0; k < sink->n; k++)
+            if (sink->leaves[k] == in) return &sink->grads[k];
+    return &in->grad;
+}
+
+gl_tensor *gl_node_grad_tensor(gl_node *node, int i)
+{
+    gl_tensor **slot = slot_of(node, i);
+    return slot ? *slot : NULL;
 }
 
 gl_status gl_node_grad(gl_node *node, int i, float **buf)

@@ -68,6 +68,25 @@ gl_status gl_node_grad_take(gl_node *node, int i, bool *taken);
  * last read of the input's value. Otherwise *buf is NULL. */
 gl_status gl_node_grad_reuse(gl_node *node, int i, float **buf, bool *reused);
 
+/* The gradient tensor behind gl_node_grad's buffer for input i (NULL when
+ * there is none yet or input i needs no gradient). */
+gl_tensor *gl_node_grad_tensor(gl_node *node, int i);
+
+/* Data-parallel replicas (src/models/gpt_parallel.c) share the parameters
+ * but must not add into the same gradients at once. While a thread uses a
+ * sink, the gradients of the sink's leaves go into the sink instead of the
+ * leaves' grad; gl_grad_sink_merge then adds them into the leaves. */
+typedef struct gl_grad_sink gl_grad_sink;
+/* A sink for these leaves (retained); NULL with an error when out of memory. */
+gl_grad_sink *gl_grad_sink_new(int n, gl_tensor *const *leaves);
+void gl_grad_sink_free(gl_grad_sink *s);
+/* Makes the calling thread's leaf gradients go to s (NULL: to the leaves);
+ * returns the sink it used before. */
+gl_grad_sink *gl_grad_sink_use(gl_grad_sink *s);
+/* Adds the gradients held by n sinks over the same leaves into the leaves'
+ * grad (in sink order), and empties the sinks. */
+void gl_grad_sink_merge(int n, gl_grad_sink *const *sinks);
+
 /* Backpropagates from root. grad may be NULL for a one-element root. */
 gl_status gl_backward(gl_tensor *root, const gl_tensor *grad, bool retain_graph);
 /* As gl_backward(root, grad, false), but grad (f32, root's element count)

@@ -16,6 +16,7 @@ static struct {
     pthread_t thread;
     bool active; /* guards against the hook polling itself */
 } hook;
+static _Thread_local bool allowed_in_region; /* gl_interrupt_allow_hook */
 
 void gl_interrupt_request(void) { pending = 1; }
 void gl_interrupt_clear(void) { pending = 0; }
@@ -39,7 +40,9 @@ static double monotonic(void)
 
 static void maybe_call_hook(void)
 {
-    if (!hook.fn || hook.active || omp_in_parallel() || !pthread_equal(hook.thread, pthread_self())) return;
+    if (!hook.fn || hook.active || (omp_in_parallel() && !allowed_in_region) ||
+        !pthread_equal(hook.thread, pthread_self()))
+        return;
     double t = monotonic();
     if (t < hook.next) return;
     hook.next = t + hook.interval;
@@ -49,6 +52,13 @@ static void maybe_call_hook(void)
 }
 
 void gl_interrupt_tick(void) { maybe_call_hook(); }
+
+bool gl_interrupt_allow_hook(bool on)
+{
+    bool was = allowed_in_region;
+    allowed_in_region = on;
+    return was;
+}
 
 bool gl_interrupt_poll(const char *op)
 {

@@ -1,6 +1,8 @@
 /* The process-wide random generator (xoshiro256**). Numbers are drawn
  * serially, never inside parallel loops, so one seed gives the same
- * parameters, dropout masks and samples whatever the thread count. */
+ * parameters, dropout masks and samples whatever the thread count. The one
+ * exception, data-parallel replicas (src/models/gpt_parallel.c), gives each
+ * thread a stream of its own (gl_rng_use). */
 #ifndef GL_CORE_RNG_H
 #define GL_CORE_RNG_H
 
@@ -22,5 +24,10 @@ double gl_rng_normal(void);
 uint64_t gl_rng_below(uint64_t n);
 void gl_rng_get(gl_rng_state *out);
 void gl_rng_set(const gl_rng_state *in);
+/* Seeds *st as gl_rng_seed seeds the current state. */
+void gl_rng_state_seed(gl_rng_state *st, uint64_t seed);
+/* Makes the calling thread draw from *st (NULL: the process-wide state
+ * again) and returns the state it drew from before (NULL: process-wide). */
+gl_rng_state *gl_rng_use(gl_rng_state *st);
 
 #endif

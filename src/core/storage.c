@@ -193,11 +193,11 @@ static gl_storage *storage_alloc(size_t nbytes, bool zero)
 gl_storage *gl_storage_new(size_t nbytes) { return storage_alloc(nbytes, true); }
 gl_storage *gl_storage_new_uninit(size_t nbytes) { return storage_alloc(nbytes, false); }
 
-void gl_storage_retain(gl_storage *s) { s->refs++; }
+void gl_storage_retain(gl_storage *s) { atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed); }
 
 void gl_storage_release(gl_storage *s)
 {
-    if (!s || --s->refs > 0) return;
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) > 1) return;
     size_t rounded = (s->nbytes + 63) & ~(size_t)63;
     if (rounded >= BIG_MIN)
         big_free(s->data, s->block, big_size(rounded));

@@ -4,6 +4,7 @@
 #ifndef GL_CORE_STORAGE_H
 #define GL_CORE_STORAGE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,7 +13,7 @@ typedef struct gl_storage {
     void *data;
     size_t nbytes;
     size_t block; /* mapped bytes of a large owned block (storage.c), which may exceed nbytes */
-    int refs;
+    atomic_int refs; /* atomic, as gl_tensor's */
     bool readonly;
 } gl_storage;
 

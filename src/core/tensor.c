@@ -119,11 +119,11 @@ gl_tensor *gl_tensor_clone_data(const gl_tensor *t)
     return c;
 }
 
-void gl_tensor_retain(gl_tensor *t) { t->refs++; }
+void gl_tensor_retain(gl_tensor *t) { atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed); }
 
 void gl_tensor_release(gl_tensor *t)
 {
-    if (!t || --t->refs > 0) return;
+    if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) > 1) return;
     if (t->grad_fn) ((gl_node_header *)t->grad_fn)->destroy(t->grad_fn);
     gl_tensor_release(t->grad);
     gl_storage_release(t->storage);

@@ -8,6 +8,7 @@
 #ifndef GL_CORE_TENSOR_H
 #define GL_CORE_TENSOR_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,7 +27,7 @@ typedef struct gl_node_header {
 } gl_node_header;
 
 typedef struct gl_tensor {
-    int refs;
+    atomic_int refs; /* atomic: data-parallel replicas share the parameters (gpt_parallel.c) */
     gl_dtype dtype;
     int ndim;
     int64_t shape[GL_MAX_DIMS];

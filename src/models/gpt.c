@@ -32,6 +32,7 @@
 #include "models/gpt.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,15 +349,20 @@ enum { RECOMPUTE_BLOCK = 1 << 19 }; /* floats of pre(a) per block of rows in bac
  * (GENLAB_RECOMPUTE_MIN bytes, for tests and tuning). Below it the memory
  * saved is small and the extra passes cost time (measured: nanoGPT's CPU
  * configuration, whose GELU output is 1.5 MB, takes ~15% longer a step). */
+static int64_t recompute_min_bytes;
+
+static void read_recompute_min(void)
+{
+    const char *e = getenv("GENLAB_RECOMPUTE_MIN");
+    recompute_min_bytes = e && *e ? strtoll(e, NULL, 10) : 4 << 20;
+    if (recompute_min_bytes < 0) recompute_min_bytes = 0;
+}
+
 static bool recompute_pays(int64_t n)
 {
-    static int64_t min_bytes = -1;
-    if (min_bytes < 0) {
-        const char *e = getenv("GENLAB_RECOMPUTE_MIN");
-        min_bytes = e && *e ? strtoll(e, NULL, 10) : 4 << 20;
-        if (min_bytes < 0) min_bytes = 0;
-    }
-    return n * (int64_t)sizeof(float) >= min_bytes;
+    static pthread_once_t once = PTHREAD_ONCE_INIT; /* data-parallel replicas may ask first at once */
+    pthread_once(&once, read_recompute_min);
+    return n * (int64_t)sizeof(float) >= recompute_min_bytes;
 }
 
 static gl_tensor *pre_apply(const fused_op *f, gl_tensor *a)
@@ -582,7 +588,7 @@ static gl_status fused_linear_backward(gl_node *nd)
         (st = gl_node_grad(nd, 1, &dw)) != GL_OK || (st = gl_node_grad(nd, 2, &db)) != GL_OK)
         return st;
     int64_t M = w->shape[0], K = w->shape[1], N = nd->out->numel / M, KA = a->numel / N; /* KA: a's row */
-    gl_tensor *dat = !da || reused ? NULL : a->grad_fn ? a->grad_fn->gout : a->grad; /* the tensor behind da */
+    gl_tensor *dat = !da || reused ? NULL : gl_node_grad_tensor(nd, 0); /* the tensor behind da */
     const float *gout = gl_tensor_f32(nd->gout);
     /* blocks of rows: all at once when nothing is recomputed or masked */
     int64_t wide = K > M ? K : M;
