@@ -288,8 +288,12 @@ function Run:eval(iters)
         local sum = 0
         for _ = 1, iters do
           local x, y = data:batch(split)
-          local _, loss = model:forward(x, y)
-          sum = sum + loss:item()
+          if model.loss then
+            sum = sum + model:loss(x, y)
+          else
+            local _, loss = model:forward(x, y)
+            sum = sum + loss:item()
+          end
         end
         out[split] = sum / iters
       end
@@ -361,17 +365,23 @@ end
 -- ---- one step -------------------------------------------------------------------------------------
 
 -- Forward, backward, clip and update; returns loss, grad norm, tokens.
+-- A GPT runs forward and backward in one call that splits the batch's
+-- rows between the threads (model:forward_backward).
 local function update(self)
   local model, accum = self.model, self.grad_accum
   local total, tokens = 0, 0
   for _ = 1, accum do
     local x, y = self.data:batch("train")
-    local _, loss = model:forward(x, y)
-    if not gl.is_tensor(loss) then fail("model:forward(x, y) must return logits, loss") end
-    total = total + loss:item()
+    if model.forward_backward then
+      total = total + model:forward_backward(x, y, 1 / accum)
+    else
+      local _, loss = model:forward(x, y)
+      if not gl.is_tensor(loss) then fail("model:forward(x, y) must return logits, loss") end
+      total = total + loss:item()
+      if accum > 1 then loss = loss * (1 / accum) end
+      loss:backward()
+    end
     tokens = tokens + y:numel()
-    if accum > 1 then loss = loss * (1 / accum) end
-    loss:backward()
   end
   local norm = gl.optim.clip_grad_norm(self.params, self.clip or math.huge)
   self.opt:step()

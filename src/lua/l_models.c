@@ -9,6 +9,10 @@
  *       attention in every second layer (local_layers, 1-based layer numbers);
  *       llama has no biases and an untied head.
  *   model:forward(ids [, targets]) -> logits [, loss]   ids [B,T] or [T], 0-based ids
+ *   model:forward_backward(ids, targets [, scale]) -> loss (a number); adds scale (1) times
+ *       the loss's gradient into the parameters' grad, the batch's rows split between
+ *       the threads (gl_gpt_forward_backward)
+ *   model:loss(ids, targets) -> loss (a number), forward only, rows split likewise
  *   model:config() -> table (the constructor's keys)
  *   model:session([capacity]) -> session
  *   model:save(path [, {tokenizer = string}])   genlab checkpoint (gl.models.load reads it)
@@ -149,6 +153,26 @@ static int g_forward(lua_State *L)
     if (!targets) return 1;
     gl_lua_push(L, loss);
     return 2;
+}
+
+static int g_forward_backward(lua_State *L)
+{
+    gl_module *m = check_gpt(L, 1);
+    gl_tensor *ids = gl_lua_checktensor(L, 2), *targets = gl_lua_checktensor(L, 3);
+    double scale = luaL_optnumber(L, 4, 1.0), loss;
+    gl_lua_check(L, gl_gpt_forward_backward(m, ids, targets, (float)scale, &loss));
+    lua_pushnumber(L, loss);
+    return 1;
+}
+
+static int g_loss(lua_State *L)
+{
+    gl_module *m = check_gpt(L, 1);
+    gl_tensor *ids = gl_lua_checktensor(L, 2), *targets = gl_lua_checktensor(L, 3);
+    double loss;
+    gl_lua_check(L, gl_gpt_loss(m, ids, targets, &loss));
+    lua_pushnumber(L, loss);
+    return 1;
 }
 
 static void set_int(lua_State *L, const char *k, int64_t v)
@@ -351,6 +375,8 @@ static int l_export_hf(lua_State *L)
 
 static const luaL_Reg gpt_methods[] = {
     {"forward", g_forward},
+    {"forward_backward", g_forward_backward},
+    {"loss", g_loss},
     {"config", g_config},
     {"session", g_session},
     {"save", l_save},

@@ -62,6 +62,20 @@ int64_t gl_gpt_default_hidden(const gl_gpt_config *cfg);
  * over positions whose target is not -1. */
 gl_tensor *gl_gpt_forward(gl_module *m, gl_tensor *ids, gl_tensor *targets, gl_tensor **loss);
 
+/* Training and evaluation steps that split the rows of the batch between
+ * the threads (gl_threads_get), each running the model single-threaded on
+ * its share (src/models/gpt_parallel.c); one thread, or one row, runs the
+ * batch whole. ids and targets are [B,T] as for gl_gpt_forward.
+ * forward_backward: *loss is the mean cross-entropy over the targets that
+ * are not -1, and scale times its gradient is added into the parameters'
+ * grad. The numbers are gl_gpt_forward's and gl_backward's up to float
+ * rounding (sums over rows add in another order); with dropout, each share
+ * draws its masks from a stream seeded from the genlab RNG. After a failure
+ * the gradients hold a partial sum, as after a failed gl_backward.
+ * loss: the same mean, forward only, nothing recorded (evaluation). */
+gl_status gl_gpt_forward_backward(gl_module *m, gl_tensor *ids, gl_tensor *targets, float scale, double *loss);
+gl_status gl_gpt_loss(gl_module *m, gl_tensor *ids, gl_tensor *targets, double *loss);
+
 /* Incremental inference with a KV cache; no autograd, no allocation per token. */
 typedef struct gl_gpt_session gl_gpt_session;
 /* capacity: positions the cache holds, at most block_size. */
