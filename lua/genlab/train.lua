@@ -119,6 +119,10 @@ local unnamed = 0 -- runs made without a name
 
 local function fail(msg, ...) error("train: " .. msg:format(...), 0) end
 
+-- Only a GPT (a C module of that class) has forward_backward; a Lua
+-- module's own loss or forward_backward may mean something else.
+local function is_gpt(model) return gl.nn._is_cmodule(model) and model.forward_backward ~= nil end
+
 local function opt_int(o, key, def, min)
   local v = o[key]
   if v == nil then return def end
@@ -288,7 +292,7 @@ function Run:eval(iters)
         local sum = 0
         for _ = 1, iters do
           local x, y = data:batch(split)
-          if model.loss then
+          if is_gpt(model) then
             sum = sum + model:loss(x, y)
           else
             local _, loss = model:forward(x, y)
@@ -372,7 +376,7 @@ local function update(self)
   local total, tokens = 0, 0
   for _ = 1, accum do
     local x, y = self.data:batch("train")
-    if model.forward_backward then
+    if is_gpt(model) then
       total = total + model:forward_backward(x, y, 1 / accum)
     else
       local _, loss = model:forward(x, y)

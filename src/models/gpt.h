@@ -64,14 +64,17 @@ gl_tensor *gl_gpt_forward(gl_module *m, gl_tensor *ids, gl_tensor *targets, gl_t
 
 /* Training and evaluation steps that split the rows of the batch between
  * the threads (gl_threads_get), each running the model single-threaded on
- * its share (src/models/gpt_parallel.c); one thread, or one row, runs the
- * batch whole. ids and targets are [B,T] as for gl_gpt_forward.
+ * its share (src/models/gpt_parallel.c); one thread, one row, or a batch of
+ * more than 2^20 activations a layer (B T C) runs whole. ids and targets
+ * are [B,T] as for gl_gpt_forward. It records whether or not recording is
+ * on (gl_grad_enabled).
  * forward_backward: *loss is the mean cross-entropy over the targets that
  * are not -1, and scale times its gradient is added into the parameters'
  * grad. The numbers are gl_gpt_forward's and gl_backward's up to float
  * rounding (sums over rows add in another order); with dropout, each share
  * draws its masks from a stream seeded from the genlab RNG. After a failure
- * the gradients hold a partial sum, as after a failed gl_backward.
+ * the gradients hold a partial sum, as after a failed gl_backward. A share
+ * whose targets are all -1 adds nothing to the mean.
  * loss: the same mean, forward only, nothing recorded (evaluation). */
 gl_status gl_gpt_forward_backward(gl_module *m, gl_tensor *ids, gl_tensor *targets, float scale, double *loss);
 gl_status gl_gpt_loss(gl_module *m, gl_tensor *ids, gl_tensor *targets, double *loss);

@@ -131,12 +131,12 @@ gl_module *gl_module_new(const gl_module_class *cls, void *impl)
 
 void gl_module_retain(gl_module *m)
 {
-    if (m) m->refs++;
+    if (m) atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
 }
 
 void gl_module_release(gl_module *m)
 {
-    if (!m || --m->refs > 0) return;
+    if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) > 1) return;
     gl_tensor_list_clear(&m->params);
     gl_tensor_list_clear(&m->buffers);
     for (int64_t k = 0; k < m->n_children; k++) {

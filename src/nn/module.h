@@ -18,6 +18,7 @@
 #ifndef GL_NN_MODULE_H
 #define GL_NN_MODULE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -76,7 +77,7 @@ typedef struct gl_named_module {
 } gl_named_module;
 
 struct gl_module {
-    int refs;
+    atomic_int refs; /* atomic: data-parallel shares retain shared modules (gpt_parallel.c) */
     const gl_module_class *cls;
     bool training;              /* true after construction, as in PyTorch */
     void *impl;                 /* class-owned data: hyperparameters */

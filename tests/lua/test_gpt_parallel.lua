@@ -78,6 +78,19 @@ do
   T.ok(all_ignored ~= all_ignored and loss:item() ~= loss:item(), "every target -1: NaN, as the serial step")
 end
 
+-- a share whose targets are all -1 adds nothing (its mean would be NaN)
+do
+  local m = tiny("gpt2")
+  local x, y = gl.randint(0, 11, { 2, 16 }), gl.randint(0, 11, { 2, 16 })
+  for t = 1, 16 do y:setflat(16 + t, -1) end
+  local want_loss, want = serial(m, x, y)
+  gl.threads(2)
+  m:zero_grad()
+  T.near(m:forward_backward(x, y), want_loss, 1e-5, "a share with every target -1: the loss is the other's")
+  T.ok(grad_diff(grads(m), want) <= 1e-5, "a share with every target -1: gradients match the serial step")
+  T.near(m:loss(x, y), want_loss, 1e-5, "a share with every target -1: loss likewise")
+end
+
 -- scale, accumulation, frozen parameters, evaluation -----------------------------------
 do
   local m = tiny("llama")
@@ -137,6 +150,31 @@ do
     "exceeds block_size", "too long a sequence is refused")
   x:setflat(3 * 16 + 6, 1)
   T.ok(pcall(m.forward_backward, m, x, y), "the model works again after an error")
+end
+
+-- gl.train takes this path for GPTs only: a Lua module's own loss method is not model:loss
+do
+  local V, D = 8, 16
+  local Tiny = gl.nn.Module {
+    name = "Tiny",
+    init = function(self)
+      self.emb = gl.nn.Embedding { num = V, dim = D }
+      self.head = gl.nn.Linear { in_features = D, out_features = V }
+    end,
+    forward = function(self, x, y)
+      local logits = self.head(self.emb(x))
+      return logits, self:loss(logits, y)
+    end,
+    loss = function(_, logits, y) return gl.cross_entropy(logits:reshape { -1, V }, y:reshape { -1 }) end,
+  }
+  gl.threads(2)
+  local run = gl.train { model = Tiny(), data = gl.data.tokens(gl.randint(0, V, { 2000 }), { block = 8, batch = 4 }),
+                         quiet = true }
+  local ok, res = pcall(function()
+    run:step(1)
+    return run:eval(2)
+  end)
+  T.ok(ok and res.train > 0, "gl.train: a Lua model with a loss helper trains and evaluates", tostring(res))
 end
 
 gl.threads(saved_threads)
