@@ -148,7 +148,7 @@ static gl_status loss_in_shares(gl_module *m, gl_tensor *ids, gl_tensor *targets
     }
     double sum = 0.0;
     for (int r = 0; r < n && st == GL_OK; r++) {
-        if (sh[r].status != GL_OK && n == 1) st = gl_error(sh[r].status, "%s", sh[r].error);
+        if (sh[r].status != GL_OK && n == 1) st = sh[r].status; /* its message, whole, is this thread's */
         if (sh[r].status != GL_OK && n > 1) /* positions in the error count from the share's first row */
             st = gl_error(sh[r].status, "rows %lld-%lld of the batch: %s", (long long)sh[r].row0,
                           (long long)(sh[r].row0 + sh[r].ids->shape[0] - 1), sh[r].error);
