@@ -22,9 +22,10 @@
 #include "core/rng.h"
 #include "core/threads.h"
 #include "models/gpt.h"
+#include "ops/shape.h"
 
 typedef struct {
-    gl_tensor *ids, *targets; /* views of the share's rows */
+    gl_tensor *ids, *targets; /* views of the share's rows (narrow on dim 0 shares storage) */
     int64_t row0;             /* its first row in the batch */
     int64_t counted;          /* targets that are not -1 */
     gl_rng_state rng;
@@ -33,14 +34,6 @@ typedef struct {
     gl_status status;
     char error[256];
 } share;
-
-/* Rows [r0, r0 + R) of a [B, T] tensor, sharing its storage. */
-static gl_tensor *rows(gl_tensor *t, int64_t r0, int64_t R)
-{
-    int64_t T = t->shape[1], shape[2] = {R, T};
-    return gl_tensor_from_storage(t->storage, t->offset + (size_t)(r0 * T) * gl_dtype_size(t->dtype), t->dtype, 2,
-                                  shape);
-}
 
 static int64_t count_targets(const gl_tensor *t)
 {
@@ -124,7 +117,7 @@ static gl_status loss_in_shares(gl_module *m, gl_tensor *ids, gl_tensor *targets
     for (int r = 0; r < n && n > 1 && st == GL_OK; r++) {
         int64_t r0 = B * r / n, r1 = B * (r + 1) / n;
         sh[r].row0 = r0;
-        if (!(sh[r].ids = rows(ids, r0, r1 - r0)) || !(sh[r].targets = rows(targets, r0, r1 - r0))) {
+        if (!(sh[r].ids = gl_narrow(ids, 0, r0, r1 - r0)) || !(sh[r].targets = gl_narrow(targets, 0, r0, r1 - r0))) {
             st = gl_error_code();
             break;
         }

@@ -9,13 +9,7 @@ local function shape_of(t) return table.concat(t:shape(), ",") end
 
 local function max_abs_diff(a, b) return (a - b):abs():max():item() end
 
-local function tiny(arch, extra)
-  local cfg = { arch = arch, vocab = 11, block = 48, n_layer = 2, n_head = 4, n_embd = 16 }
-  if arch == "llama" then cfg.n_kv_head = 2 end
-  if arch == "neo" then cfg.window = 5 end
-  for k, v in pairs(extra or {}) do cfg[k] = v end
-  return gl.models.gpt(cfg)
-end
+local tiny = require "tiny_gpt"
 
 gl.seed(42)
 
