@@ -14,8 +14,10 @@
  * With dropout, each share draws its masks from a stream of its own, seeded
  * from the process-wide generator, so a seed still gives one run. */
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "autograd/tape.h"
 #include "core/interrupt.h"
@@ -67,6 +69,21 @@ static void run_share(gl_module *m, share *s, bool backward, float weight, bool 
     gl_grad_set_enabled(was_recording);
     if (own_rng) gl_rng_use(was_rng);
     gl_grad_sink_use(was_sink);
+}
+
+/* The master thread, done with its shares, keeps the workbench's poll hook
+ * ticking until the other threads are done with theirs: at the region's
+ * closing barrier it would not, and keys typed meanwhile would echo only
+ * after the step (tests/tui.sh saw a line typed then run between steps). */
+static void wait_for_shares(atomic_int *done, int n)
+{
+    bool was = gl_interrupt_allow_hook(true);
+    const struct timespec nap = {0, 100000}; /* 0.1 ms: gives a contended core back to the other shares */
+    while (atomic_load(done) < n) {
+        gl_interrupt_tick();
+        nanosleep(&nap, NULL);
+    }
+    gl_interrupt_allow_hook(was);
 }
 
 /* Batches up to this many activations per layer (B T C floats) split into
@@ -135,9 +152,17 @@ static gl_status loss_in_shares(gl_module *m, gl_tensor *ids, gl_tensor *targets
     if (st == GL_OK && n == 1) {
         run_share(m, &sh[0], backward, scale, false);
     } else if (st == GL_OK) {
-#pragma omp parallel for num_threads(n) schedule(static, 1)
-        for (int r = 0; r < n; r++) /* a share with nothing to count still runs forward: its ids are checked */
-            run_share(m, &sh[r], backward && sh[r].counted, scale * (float)sh[r].counted / (float)total, own_rng);
+        atomic_int done = 0;
+#pragma omp parallel num_threads(n)
+        {
+            int nt = omp_get_num_threads();
+            for (int r = omp_get_thread_num(); r < n; r += nt) {
+                /* a share with nothing to count still runs forward: its ids are checked */
+                run_share(m, &sh[r], backward && sh[r].counted, scale * (float)sh[r].counted / (float)total, own_rng);
+                atomic_fetch_add(&done, 1);
+            }
+            if (omp_get_thread_num() == 0) wait_for_shares(&done, n);
+        }
     }
     double sum = 0.0;
     for (int r = 0; r < n && st == GL_OK; r++) {
