@@ -182,7 +182,7 @@ finish c
 cat >"$tmp/big.lua" <<'EOF'
 gl.seed(1)
 data = gl.data.text("corpus.txt", { tokenizer = "char", block = 128, batch = 16 })
-model = gl.models.gpt { vocab_size = data:vocab_size(), block_size = 128, n_layer = 3, n_head = 4, n_embd = 192 }
+model = gl.models.gpt { vocab_size = data:vocab_size(), block_size = 128, n_layer = 4, n_head = 4, n_embd = 256 }
 run = gl.train { model = model, data = data, lr = 1e-3, name = "big", quiet = true }
 local t0 = gl.clock() run:step(2) print(string.format("STEPMS %d", math.floor((gl.clock() - t0) / 2 * 1000)))
 EOF
